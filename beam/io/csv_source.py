@@ -1,0 +1,378 @@
+"""CSV files to a typed Arrow table and a table of rejected rows, with DuckDB doing the reading and typing.
+
+Every cell is read as text first, so that a cell that fails typing is reported with its file, row,
+column, rule and value instead of failing the whole file. Rows are numbered from 1 after the header
+(``row``) in each file; structural errors (too many or too few columns, an unterminated quote) come
+from DuckDB's own rejects with the row's text as read.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import glob
+import gzip
+import io
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from controller.spec import Column, ColumnType, Source
+
+ROW_COL = "__dataops_row"
+FILE_COL = "__dataops_file"
+_NEVER_NULL = "\x01dataops-never-null\x01"
+_UTF8 = {"utf-8", "utf8", "utf_8"}
+
+REJECT_SCHEMA = pa.schema(
+    [
+        ("file", pa.string()),
+        ("row", pa.int64()),
+        ("column", pa.string()),
+        ("rule", pa.string()),
+        ("value", pa.string()),
+        ("message", pa.string()),
+        ("line_text", pa.string()),
+    ]
+)
+
+DUCKDB_TYPE = {
+    ColumnType.STRING: "VARCHAR",
+    ColumnType.INT64: "BIGINT",
+    ColumnType.NUMERIC: "DECIMAL(38,9)",
+    ColumnType.FLOAT64: "DOUBLE",
+    ColumnType.BOOL: "BOOLEAN",
+    ColumnType.DATE: "DATE",
+    ColumnType.TIMESTAMP: "TIMESTAMPTZ",
+}
+
+
+class SourceError(Exception):
+    """The source cannot be read at all (missing file, bad encoding, wrong header, ...)."""
+
+
+@dataclass(frozen=True)
+class CsvRead:
+    typed: pa.Table  # spec columns in order, plus ROW_COL and FILE_COL
+    rejects: pa.Table  # REJECT_SCHEMA, one row per (row, column, rule)
+    rows_total: int  # data rows seen, good and bad
+    files: tuple[str, ...]
+
+
+def expand_uri(uri: str) -> list[str]:
+    """The files a source URI names: a path, a file:// URI, or a glob of either."""
+    if uri.startswith("gs://"):
+        raise SourceError(
+            f"{uri}: gs:// sources are read by the GCS adapter, which this runner does not have"
+        )
+    path = uri[len("file://") :] if uri.startswith("file://") else uri
+    if any(ch in path for ch in "*?["):
+        files = sorted(p for p in glob.glob(path, recursive=True) if Path(p).is_file())
+        if not files:
+            raise SourceError(f"{uri}: no file matches this pattern")
+        return files
+    if not Path(path).exists():
+        raise SourceError(f"{uri}: no such file")
+    if Path(path).is_dir():
+        raise SourceError(f"{uri}: is a folder; name a file or a glob such as {path.rstrip('/')}/*.csv")
+    return [path]
+
+
+def snake_case(header: str) -> str:
+    """``ResourceGroup`` -> ``resource_group``, ``Resource ID`` -> ``resource_id``, ``subscriptionId`` ->
+    ``subscription_id``."""
+    s = re.sub(r"[^0-9A-Za-z]+", "_", header.strip())
+    s = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", s)
+    s = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", s)
+    return re.sub(r"_+", "_", s).strip("_").lower()
+
+
+def _open_text(path: str, encoding: str, errors: str = "strict") -> io.TextIOWrapper:
+    raw = gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")  # noqa: SIM115
+    return io.TextIOWrapper(raw, encoding=encoding, errors=errors, newline="")
+
+
+def _check_encoding(encoding: str) -> str:
+    try:
+        return codecs.lookup(encoding).name
+    except LookupError:
+        raise SourceError(f"spec.source.encoding {encoding!r} is not a known encoding") from None
+
+
+def _read_header(path: str, source: Source, encoding: str) -> list[str] | None:
+    """The first record of the file, or None when the file has no record at all."""
+    try:
+        with _open_text(path, encoding, errors="replace") as fh:
+            reader = csv.reader(
+                fh,
+                delimiter=source.delimiter,
+                quotechar=source.quote or None,
+                doublequote=source.escape == source.quote,
+                escapechar=None if source.escape == source.quote else source.escape,
+            )
+            first = next(reader, None)
+    except UnicodeDecodeError as exc:
+        raise SourceError(
+            f"{path}: row 1 (header): not valid {encoding} (byte 0x{exc.object[exc.start]:02x});"
+            " set spec.source.encoding to the file's encoding"
+        ) from None
+    except (OSError, EOFError, csv.Error) as exc:
+        raise SourceError(f"{path}: cannot be read: {exc}") from None
+    if first is None:
+        return None
+    if any("\ufffd" in h for h in first):
+        raise SourceError(f"{path}: row 1 (header): not valid {encoding}; set spec.source.encoding to the file's"
+                          " encoding")
+    if first and first[0].startswith("\ufeff"):
+        first[0] = first[0][1:]
+    return first
+
+
+def map_columns(path: str, header: list[str], source: Source) -> list[int]:
+    """For each spec column, the index of the header it is read from."""
+    if not source.header:
+        if len(header) != len(source.columns):
+            raise SourceError(
+                f"{path}: row 1 has {len(header)} fields but spec.source.columns declares "
+                f"{len(source.columns)} (header: false maps columns by position)"
+            )
+        return list(range(len(source.columns)))
+    names = [h.strip() for h in header]
+    keys = [snake_case(n) if source.header_case == "snake" else n for n in names]
+    problems = []
+    seen: dict[str, int] = {}
+    for i, k in enumerate(keys):
+        if k.lower() in seen:
+            problems.append(f"headers {names[seen[k.lower()]]!r} and {names[i]!r} both map to {k!r}")
+        seen.setdefault(k.lower(), i)
+    out = []
+    for j, col in enumerate(source.columns):
+        wanted = col.from_ if col.from_ is not None else col.name
+        if col.from_ is not None:
+            idx = next((i for i, n in enumerate(names) if n == wanted), None)
+            idx = (
+                idx
+                if idx is not None
+                else next((i for i, n in enumerate(names) if n.lower() == wanted.lower()), None)
+            )
+        else:
+            idx = next((i for i, k in enumerate(keys) if k == wanted), None)
+            idx = idx if idx is not None else seen.get(wanted.lower())
+        if idx is None:
+            field = f"spec.source.columns[{j}]" + (".from" if col.from_ is not None else ".name")
+            problems.append(
+                f"{field}: column {col.name!r} reads header {wanted!r}, which the header lacks "
+                f"(header: {', '.join(repr(n) for n in names)})"
+            )
+        out.append(idx if idx is not None else -1)
+    if problems:
+        raise SourceError(f"{path}: wrong header: " + "; ".join(problems))
+    return out
+
+
+def _typing_sql(col: Column, v: str) -> tuple[str, str]:
+    """(typed expression, error condition) for a cell ``v`` already NULL when it is a null marker."""
+    t = col.type
+    tv = f"trim({v})"
+    if t == ColumnType.STRING:
+        return v, "false"
+    if t == ColumnType.INT64:
+        ok = f"regexp_full_match({tv}, '[+-]?[0-9]+')"
+        typed = f"CASE WHEN {ok} THEN TRY_CAST({tv} AS BIGINT) END"
+        return typed, f"{v} IS NOT NULL AND ({typed}) IS NULL"
+    if t == ColumnType.BOOL:
+        typed = (
+            f"CASE WHEN lower({tv}) IN ('true','t','yes','y','1') THEN true "
+            f"WHEN lower({tv}) IN ('false','f','no','n','0') THEN false END"
+        )
+        return typed, f"{v} IS NOT NULL AND ({typed}) IS NULL"
+    if t == ColumnType.DATE:
+        ok = f"regexp_full_match({tv}, '[0-9]{{4}}-[0-9]{{1,2}}-[0-9]{{1,2}}')"
+        typed = f"CASE WHEN {ok} THEN TRY_CAST({tv} AS DATE) END"
+        return typed, f"{v} IS NOT NULL AND ({typed}) IS NULL"
+    typed = f"TRY_CAST({tv} AS {DUCKDB_TYPE[t]})"
+    return typed, f"{v} IS NOT NULL AND ({typed}) IS NULL"
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _lit(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+class _FileReader:
+    def __init__(self, con: duckdb.DuckDBPyConnection, source: Source, tmpdir: Path) -> None:
+        self.con = con
+        self.source = source
+        self.tmpdir = tmpdir
+        self.encoding = _check_encoding(source.encoding)
+
+    def _x(self, sql: str, params: list[object] | None = None) -> list[tuple[object, ...]]:
+        return self.con.execute(sql, params or []).fetchall()
+
+    def _utf8_path(self, path: str, n: int) -> str:
+        """DuckDB reads UTF-8; any other encoding is decoded (strictly) into a UTF-8 copy first."""
+        if self.encoding in {codecs.lookup(e).name for e in _UTF8}:
+            return path
+        out = self.tmpdir / f"decoded-{n}.csv"
+        line = 1
+        try:
+            with _open_text(path, self.encoding) as src, open(out, "w", encoding="utf-8", newline="") as dst:
+                for chunk in iter(lambda: src.read(1 << 20), ""):
+                    dst.write(chunk)
+                    line += chunk.count("\n")
+        except UnicodeDecodeError as exc:
+            raise SourceError(
+                f"{path}: near line {line}: not valid {self.encoding} "
+                f"(byte 0x{exc.object[exc.start]:02x}); set spec.source.encoding"
+            ) from None
+        return str(out)
+
+    def read(self, n: int, path: str) -> tuple[str, str, int]:
+        """Read one file into temp tables; returns (typed table name, rejects table name, rows seen)."""
+        src = self.source
+        header = _read_header(path, src, self.encoding)
+        if header is None:
+            raise SourceError(f"{path}: the file is empty (no header, no rows)")
+        mapping = map_columns(path, header, src)
+        width = len(header)
+        readable = self._utf8_path(path, n)
+        cols = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(width)) + "}"
+        escape = src.escape if src.escape else src.quote
+        rejects_t, rejects_s, raw_t = f"rejects_{n}", f"rejects_scan_{n}", f"raw_{n}"
+        opts = (
+            f"header={str(src.header).lower()}, delim={_lit(src.delimiter)}, quote={_lit(src.quote)}, "
+            f"escape={_lit(escape)}, auto_detect=false, columns={cols}, nullstr={_lit(_NEVER_NULL)}, "
+            f"store_rejects=true, rejects_table={_lit(rejects_t)}, rejects_scan={_lit(rejects_s)}, "
+            "max_line_size=33554432, parallel=true"
+        )
+        try:
+            self._x(f"CREATE TEMP TABLE {raw_t} AS SELECT * FROM read_csv({_lit(readable)}, {opts})")
+        except duckdb.Error as exc:
+            raise SourceError(f"{path}: cannot be read as CSV: {str(exc).splitlines()[0]}") from None
+        offset = 1 if src.header else 0
+        errs = self.con.execute(
+            f"SELECT line - {offset} AS row, error_type, csv_line, error_message, column_idx FROM {rejects_t}"
+            " ORDER BY line"
+        ).fetchall()
+        for row, etype, text, msg, _ in errs:
+            if etype == "INVALID ENCODING":
+                raise SourceError(
+                    f"{path}: row {row}: not valid {self.encoding}: {msg.split('.')[0]}; "
+                    "set spec.source.encoding to the file's encoding"
+                )
+        self._x(
+            f"CREATE TEMP TABLE bad_rows_{n} AS SELECT DISTINCT line - {offset} AS row, "
+            f"lower(replace(first(error_type), ' ', '_')) AS rule, first(csv_line) AS line_text, first(error_message) AS msg "
+            f"FROM {rejects_t} GROUP BY ALL"
+        )
+        self._x(
+            f"CREATE TEMP TABLE gaps_{n} AS SELECT g, max(k) AS k FROM (SELECT row - 1 - "
+            f"(row_number() OVER (ORDER BY row) - 1) AS g, row_number() OVER (ORDER BY row) AS k "
+            f"FROM (SELECT DISTINCT row FROM bad_rows_{n})) GROUP BY g"
+        )
+        numbered = (
+            f"SELECT r.*, r.rowid + 1 + coalesce(gp.k, 0) AS {ROW_COL} FROM {raw_t} r "
+            f"ASOF LEFT JOIN gaps_{n} gp ON r.rowid >= gp.g"
+        )
+        markers = ", ".join(_lit(m.strip()) for m in src.null_markers)
+        cells, typed_cols, checks = [], [], []
+        for j, col in enumerate(src.columns):
+            raw = f"c{mapping[j]}"
+            cell = f"CASE WHEN trim({raw}) IN ({markers}) THEN NULL ELSE {raw} END" if markers else raw
+            cells.append(f"{cell} AS {_q('v' + str(j))}")
+            typed, err = _typing_sql(col, _q(f"v{j}"))
+            typed_cols.append(f"({typed})::{DUCKDB_TYPE[col.type]} AS {_q(col.name)}")
+            rule = f"type:{col.type.value}"
+            checks.append(
+                (
+                    j,
+                    col,
+                    f"CASE WHEN {err} THEN {_lit(rule)} "
+                    + (f"WHEN {_q('v' + str(j))} IS NULL THEN 'required' " if col.required else "")
+                    + "END",
+                )
+            )
+        err_cols = ", ".join(f"{expr} AS {_q('e' + str(j))}" for j, _, expr in checks)
+        raw_fields = ", ".join(f"c{i}" for i in range(width))
+        self._x(
+            f"CREATE TEMP TABLE cells_{n} AS SELECT {ROW_COL}, {', '.join(cells)}, {raw_fields} "
+            f"FROM ({numbered})"
+        )
+        self.con.execute(f"CREATE TEMP TABLE checked_{n} AS SELECT *, {err_cols} FROM cells_{n}").fetchall()
+        any_err = " OR ".join(f"{_q('e' + str(j))} IS NOT NULL" for j, _, _ in checks) or "false"
+        self._x(
+            f"CREATE TEMP TABLE typed_{n} AS SELECT {', '.join(typed_cols)}, {ROW_COL}, "
+            f"{_lit(path)} AS {FILE_COL} FROM checked_{n} WHERE NOT ({any_err}) ORDER BY {ROW_COL}"
+        )
+        self._collect_rejects(n, path, checks, width)
+        total = self._x(f"SELECT (SELECT count(*) FROM {raw_t}) + (SELECT count(*) FROM bad_rows_{n})")
+        return f"typed_{n}", f"rej_{n}", int(total[0][0])  # type: ignore[call-overload]
+
+    def _collect_rejects(self, n: int, path: str, checks: list[tuple[int, Column, str]], width: int) -> None:
+        parts = [
+            f"SELECT {_lit(path)} AS file, row, NULL::VARCHAR AS column, rule, NULL::VARCHAR AS value, "
+            f"msg AS message, line_text FROM bad_rows_{n}"
+        ]
+        for j, col, _ in checks:
+            e = _q("e" + str(j))
+            parts.append(
+                f"SELECT {_lit(path)}, {ROW_COL}, {_lit(col.name)}, {e}, {_q('v' + str(j))}, "
+                f"CASE WHEN {e} = 'required' THEN {_lit(col.name + ' is required but empty')} ELSE "
+                f"{_lit(col.name + ': ')} || coalesce({_lit(chr(39))} || {_q('v' + str(j))} || {_lit(chr(39))}, "
+                f"'NULL') || {_lit(' is not a valid ' + col.type.value)} END, NULL FROM checked_{n} "
+                f"WHERE {e} IS NOT NULL"
+            )
+        self.con.execute(f"CREATE TEMP TABLE rej_{n} AS " + " UNION ALL ".join(parts)).fetchall()
+        missing = self.con.execute(
+            f"SELECT DISTINCT r.row FROM rej_{n} r WHERE r.line_text IS NULL"
+        ).fetchall()
+        if not missing:
+            return
+        rows = [m[0] for m in missing]
+        fields = ", ".join(f"c{i}" for i in range(width))
+        got = self.con.execute(
+            f"SELECT {ROW_COL}, {fields} FROM cells_{n} WHERE {ROW_COL} IN (SELECT unnest(?))", [rows]
+        ).fetchall()
+        texts = {r[0]: _csv_line(r[1:], self.source) for r in got}
+        self.con.register(f"texts_{n}", pa.table({"row": list(texts), "t": list(texts.values())}))
+        self._x(
+            f"UPDATE rej_{n} SET line_text = (SELECT t FROM texts_{n} WHERE texts_{n}.row = rej_{n}.row) "
+            "WHERE line_text IS NULL"
+        )
+
+
+def _csv_line(fields: Sequence[str | None], source: Source) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, delimiter=source.delimiter, quotechar=source.quote or '"', lineterminator="")
+    writer.writerow(["" if f is None or f == _NEVER_NULL else f for f in fields])
+    return buf.getvalue()
+
+
+def read_csv_source(source: Source, tmpdir: Path) -> CsvRead:
+    """Read every file of the source into one typed table and one table of rejects."""
+    files = expand_uri(source.uri)
+    tmpdir.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'").fetchall()
+        reader = _FileReader(con, source, tmpdir)
+        typed_names, reject_names, total = [], [], 0
+        for n, path in enumerate(files):
+            t, r, seen = reader.read(n, path)
+            typed_names.append(t)
+            reject_names.append(r)
+            total += seen
+        typed = con.sql(" UNION ALL ".join(f"SELECT * FROM {t}" for t in typed_names)).to_arrow_table()
+        rejects = con.sql(
+            " UNION ALL ".join(f"SELECT * FROM {r}" for r in reject_names) + ' ORDER BY file, row, "column"'
+        ).to_arrow_table()
+    finally:
+        con.close()
+    return CsvRead(typed=typed, rejects=rejects.cast(REJECT_SCHEMA), rows_total=total, files=tuple(files))

@@ -1,0 +1,1 @@
+"""The stages a PipelineRun runs, one module each, each with ``run(ctx) -> StageResult``."""

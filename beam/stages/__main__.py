@@ -1,0 +1,70 @@
+"""Run one stage: ``python -m beam.stages STAGE --spec FILE --workdir DIR [options] [-- beam options]``.
+
+The worker image's entrypoint and the local executor both call exactly this.
+Exit status: 0 succeeded, 65 bad input (do not retry), 1 failed (may be retried).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+
+from beam.stages.context import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, StageContext, StageFailed, StageResult
+from controller.spec import SpecError
+from controller.spec_check import load_checked
+from controller.stages import STAGES
+
+log = logging.getLogger("dataops.stage")
+
+
+def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(prog="python -m beam.stages", description=__doc__)
+    parser.add_argument("stage", choices=STAGES)
+    parser.add_argument("--spec", required=True, type=Path, help="the PipelineRun YAML")
+    parser.add_argument("--workdir", required=True, type=Path)
+    parser.add_argument("--started-at", default=None, help="the run's start time, ISO 8601 UTC")
+    parser.add_argument("--result-file", type=Path, default=None, help="where to write the result JSON")
+    return parser.parse_known_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, beam_args = _parse(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    started = args.started_at or datetime.now(UTC).isoformat(timespec="seconds")
+    result = StageResult(stage=args.stage)
+    code = EXIT_OK
+    try:
+        run = load_checked(args.spec)
+        ctx = StageContext(run=run, workdir=args.workdir.resolve(), started_at=started,
+                           beam_args=[a for a in beam_args if a != "--"])
+        module = importlib.import_module(f"beam.stages.{args.stage}")
+        result = module.run(ctx)
+    except SpecError as exc:
+        result = StageResult(stage=args.stage, state="Failed", reason="InvalidSpec", message=str(exc))
+        code = EXIT_BAD_INPUT
+    except StageFailed as exc:
+        result = exc.result or StageResult(stage=args.stage)
+        result.state, result.reason, result.message = "Failed", exc.reason, str(exc)
+        code = EXIT_BAD_INPUT if exc.bad_input else EXIT_FAILED
+    except Exception as exc:  # an unexpected failure: retryable, with the traceback kept aside
+        trace = args.workdir / f"{args.stage}-traceback.txt"
+        trace.parent.mkdir(parents=True, exist_ok=True)
+        trace.write_text(traceback.format_exc(), encoding="utf-8")
+        result = StageResult(stage=args.stage, state="Failed", reason="InternalError",
+                             message=f"{type(exc).__name__}: {exc} (traceback in {trace})")
+        code = EXIT_FAILED
+    if args.result_file:
+        args.result_file.parent.mkdir(parents=True, exist_ok=True)
+        args.result_file.write_text(result.to_json(), encoding="utf-8")
+    if code != EXIT_OK:
+        log.error("stage %s failed: %s", args.stage, result.message)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

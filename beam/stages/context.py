@@ -1,0 +1,73 @@
+"""What every stage receives and returns. The same in a pod and on a laptop.
+
+A stage is run as ``python -m beam.stages <stage> --spec FILE --workdir DIR [--started-at ISO]``;
+it writes its :class:`StageResult` as JSON to ``--result-file`` (in a pod: the termination log)
+and exits 0 (succeeded), 65 (bad input: do not retry) or 1 (failed: may be retried).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from controller.spec import PipelineRun
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 65
+
+
+class StageFailed(Exception):
+    """The stage cannot finish; ``bad_input`` says retrying will not help (the data or spec is wrong)."""
+
+    def __init__(self, message: str, bad_input: bool = True, reason: str = "BadInput",
+                 result: StageResult | None = None) -> None:
+        super().__init__(message)
+        self.bad_input = bad_input
+        self.reason = reason
+        self.result = result  # what the stage had counted when it gave up (rows read, rejected)
+
+
+@dataclass(frozen=True)
+class StageContext:
+    run: PipelineRun
+    workdir: Path
+    started_at: str  # the run's start time (ISO 8601, UTC): one value for the whole run
+    beam_args: list[str] = field(default_factory=list)  # extra pipeline options (--runner, ...)
+
+    @property
+    def name(self) -> str:
+        return self.run.metadata.name
+
+    @property
+    def run_dir(self) -> Path:
+        """Files of this run: validated rows, rejects, reports. Named by namespace and run."""
+        return self.workdir / "runs" / self.run.metadata.namespace / self.run.metadata.name
+
+    def stage_dir(self, stage: str) -> Path:
+        path = self.run_dir / stage
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+@dataclass
+class StageResult:
+    stage: str
+    state: str = "Succeeded"  # Succeeded | Failed
+    rows_in: int = 0
+    rows_out: int = 0
+    rows_rejected: int = 0
+    message: str = ""
+    reason: str = ""
+    tables: list[str] = field(default_factory=list)
+    artifacts: dict[str, str] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, default=str)
+
+    @classmethod
+    def from_json(cls, text: str) -> StageResult:
+        return cls(**json.loads(text))

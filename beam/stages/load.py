@@ -1,0 +1,34 @@
+"""Load: the validated rows into the raw table, whole or not at all.
+
+``writeMode: replace`` swaps the table in one transaction; ``append`` adds the run's rows once per
+(run, generation), so a re-run after a crash never duplicates them.
+"""
+
+from __future__ import annotations
+
+from beam.stages.context import StageContext, StageFailed, StageResult
+from beam.stages.validate import VALIDATED
+from beam.warehouse import LineageRecord, WarehouseError, open_warehouse
+
+
+def run(ctx: StageContext) -> StageResult:
+    spec = ctx.run.spec
+    validated = ctx.run_dir / "validate" / VALIDATED
+    if not validated.exists():
+        raise StageFailed(f"{validated} is missing: the validate stage has not succeeded for this run",
+                          bad_input=False, reason="MissingInput")
+    table = spec.load.table
+    lineage = LineageRecord(table=table, run=ctx.name, namespace=ctx.run.metadata.namespace, stage="load",
+                            source_uri=spec.source.uri, generation=ctx.run.metadata.generation, rows=0,
+                            written_at=ctx.started_at, options={"writeMode": spec.load.write_mode})
+    warehouse = open_warehouse(ctx.workdir)
+    try:
+        if spec.load.write_mode == "replace":
+            loaded = warehouse.replace_table(table, str(validated), lineage)
+        else:
+            loaded = warehouse.append_table(table, str(validated), lineage)
+    except WarehouseError as exc:
+        raise StageFailed(str(exc), reason="LoadRefused") from None
+    total = warehouse.row_count(table)
+    return StageResult(stage="load", rows_in=loaded, rows_out=loaded, tables=[table],
+                       message=f"{loaded} rows loaded into {table} ({spec.load.write_mode}; {total} rows in table)")

@@ -1,0 +1,194 @@
+"""Validate: read and type the source, run its Great Expectations suite, set bad rows aside.
+
+Writes, under the run's ``validate/`` folder: ``validated.parquet`` (the rows that passed, for the load
+stage), ``rejects.parquet``, ``ge_result.json`` (Great Expectations' own result) and ``summary.txt``;
+and the rejects table ``<dataset>.<table>_rejects`` next to the raw table, with the row's file, number,
+column, rule, value, message and original text. Nothing is loaded into the raw table here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from beam.io.csv_source import FILE_COL, REJECT_SCHEMA, ROW_COL, CsvRead, SourceError, read_csv_source
+from beam.stages.context import StageContext, StageFailed, StageResult
+from beam.warehouse import LineageRecord, open_warehouse
+
+if TYPE_CHECKING:
+    from beam.validation.expectations import ValidationOutcome
+
+VALIDATED = "validated.parquet"
+REJECTS = "rejects.parquet"
+SHOWN_REJECTS = 5
+
+
+def rejects_table_of(table: str) -> str:
+    return f"{table}_rejects"
+
+
+def run(ctx: StageContext) -> StageResult:
+    spec = ctx.run.spec
+    out_dir = ctx.stage_dir("validate")
+    try:
+        read = read_csv_source(spec.source, out_dir / "tmp")
+    except SourceError as exc:
+        raise StageFailed(str(exc), reason="BadInput") from None
+    if read.rows_total == 0:
+        files = ", ".join(read.files)
+        raise StageFailed(f"{files}: the header is there but there are no data rows", reason="NoRows")
+
+    typed = read.typed
+    expectations = [(e.type, dict(e.kwargs)) for e in spec.validate_.expectations]
+    outcome = _run_expectations(typed, expectations)
+    failed_pos = sorted({f.row_number for f in outcome.row_failures}) if outcome else []
+    rejects = _combine_rejects(read, typed, outcome)
+    keep = _without_positions(typed, failed_pos)
+
+    bad_rows = _count_bad_rows(rejects)
+    percent = 100.0 * bad_rows / read.rows_total
+    threshold = spec.validate_.rejected_threshold()
+    _write_artifacts(ctx, out_dir, keep, rejects, outcome, read, percent)
+    _write_rejects_table(ctx, rejects)
+
+    result = StageResult(stage="validate", rows_in=read.rows_total, rows_out=keep.num_rows, rows_rejected=bad_rows,
+                         tables=[rejects_table_of(spec.load.table)],
+                         artifacts={"validated": str(out_dir / VALIDATED), "rejects": str(out_dir / REJECTS),
+                                    "report": str(out_dir / "summary.txt"), "ge_result": str(out_dir / "ge_result.json")},
+                         details={"files": list(read.files), "rejectedPercent": round(percent, 3)})
+    if outcome is not None and outcome.table_failures:
+        names = "; ".join(f"{t.type} (observed {t.observed_value})" for t in outcome.table_failures)
+        raise StageFailed(f"table-level expectations failed: {names}", reason="ExpectationFailed", result=result)
+    if bad_rows and percent > threshold:
+        raise StageFailed(_rejects_message(rejects, bad_rows, read.rows_total, percent, threshold, spec.validate_.on_failure),
+                          reason="RowsRejected", result=result)
+    result.message = (f"{keep.num_rows} of {read.rows_total} rows valid"
+                      + (f", {bad_rows} rejected ({percent:.2f}%) into {rejects_table_of(spec.load.table)}" if bad_rows else ""))
+    return result
+
+
+def _run_expectations(typed: pa.Table, expectations: list[tuple[str, dict[str, object]]]) -> ValidationOutcome | None:
+    if not expectations:
+        return None
+    # Great Expectations takes seconds to import: only a run that declares expectations pays for it.
+    from beam.validation.expectations import ExpectationConfigError, validate_frame
+
+    frame = typed.drop_columns([ROW_COL, FILE_COL]).to_pandas()
+    for name, dtype in frame.dtypes.items():
+        if str(dtype) == "object" and pa.types.is_decimal(typed.schema.field(name).type):
+            frame[name] = frame[name].astype("float64")
+    try:
+        return validate_frame(frame, expectations)
+    except ExpectationConfigError as exc:
+        raise StageFailed(str(exc), reason="InvalidExpectation") from None
+
+
+def _combine_rejects(read: CsvRead, typed: pa.Table, outcome: ValidationOutcome | None) -> pa.Table:
+    if outcome is None or not outcome.row_failures:
+        return read.rejects
+    pos = [f.row_number for f in outcome.row_failures]
+    files = typed.column(FILE_COL).take(pos).to_pylist()
+    rows = typed.column(ROW_COL).take(pos).to_pylist()
+    texts = _row_texts(typed, pos)
+    extra = pa.table({
+        "file": files, "row": rows,
+        "column": [f.column for f in outcome.row_failures],
+        "rule": [f.rule for f in outcome.row_failures],
+        "value": [f.value for f in outcome.row_failures],
+        "message": [f.message for f in outcome.row_failures],
+        "line_text": texts,
+    }, schema=REJECT_SCHEMA)
+    both = pa.concat_tables([read.rejects, extra])
+    return both.sort_by([("file", "ascending"), ("row", "ascending")])
+
+
+def _row_texts(typed: pa.Table, positions: list[int]) -> list[str]:
+    """The row as CSV text, rebuilt from its values (for rows that passed typing)."""
+    import csv
+    import io
+
+    cols = [c for c in typed.column_names if c not in (ROW_COL, FILE_COL)]
+    picked = typed.select(cols).take(positions).to_pylist()
+    out = []
+    for row in picked:
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="").writerow(["" if row[c] is None else _text(row[c]) for c in cols])
+        out.append(buf.getvalue())
+    return out
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if hasattr(value, "isoformat"):
+        return value.isoformat()  # type: ignore[no-any-return]
+    return str(value)
+
+
+def _without_positions(typed: pa.Table, positions: list[int]) -> pa.Table:
+    if positions:
+        mask = pa.array([True] * typed.num_rows)
+        drop = pc.is_in(pa.array(range(typed.num_rows)), value_set=pa.array(positions))
+        typed = typed.filter(pc.and_(mask, pc.invert(drop)))
+    return typed.drop_columns([ROW_COL, FILE_COL])
+
+
+def _count_bad_rows(rejects: pa.Table) -> int:
+    if rejects.num_rows == 0:
+        return 0
+    return rejects.select(["file", "row"]).group_by(["file", "row"]).aggregate([]).num_rows
+
+
+def _rejects_message(rejects: pa.Table, bad: int, total: int, percent: float, threshold: float, mode: str) -> str:
+    shown = []
+    for r in rejects.slice(0, SHOWN_REJECTS).to_pylist():
+        where = f"{Path(r['file']).name} row {r['row']}" + (f" column {r['column']}" if r["column"] else "")
+        shown.append(f"{where}: {r['rule']}: {r['message']}")
+    more = f" (and {rejects.num_rows - SHOWN_REJECTS} more)" if rejects.num_rows > SHOWN_REJECTS else ""
+    limit = ("onFailure: fail rejects any bad row" if mode == "fail" and threshold == 0
+             else f"more than maxRejectedPercent={threshold:g}%")
+    return (f"{bad} of {total} rows rejected ({percent:.2f}%), {limit}: " + "; ".join(shown) + more)
+
+
+def _atomic_parquet(table: pa.Table, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_text(text: str, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _write_artifacts(ctx: StageContext, out_dir: Path, keep: pa.Table, rejects: pa.Table,
+                     outcome: ValidationOutcome | None, read: CsvRead, percent: float) -> None:
+    _atomic_parquet(keep, out_dir / VALIDATED)
+    _atomic_parquet(rejects, out_dir / REJECTS)
+    ge = outcome.ge_result if outcome else {"success": True, "results": [], "statistics": {"evaluated_expectations": 0}}
+    _atomic_text(json.dumps(ge, indent=2, default=str), out_dir / "ge_result.json")
+    lines = [f"run {ctx.name}: {read.rows_total} rows read from {len(read.files)} file(s)",
+             f"rejected rows: {_count_bad_rows(rejects)} ({percent:.2f}%)"]
+    by_rule = rejects.group_by("rule").aggregate([("row", "count")]).to_pylist() if rejects.num_rows else []
+    lines += [f"  {r['rule']}: {r['row_count']}" for r in sorted(by_rule, key=lambda r: -r["row_count"])]
+    if outcome is not None:
+        lines += ["", outcome.summary()]
+    _atomic_text("\n".join(lines) + "\n", out_dir / "summary.txt")
+
+
+def _write_rejects_table(ctx: StageContext, rejects: pa.Table) -> None:
+    table = rejects_table_of(ctx.run.spec.load.table)
+    n = rejects.num_rows
+    data = rejects.append_column("run", pa.array([ctx.name] * n, pa.string())).append_column(
+        "rejected_at", pa.array([ctx.started_at] * n, pa.string()))
+    lineage = LineageRecord(table=table, run=ctx.name, namespace=ctx.run.metadata.namespace, stage="validate",
+                            source_uri=ctx.run.spec.source.uri, generation=ctx.run.metadata.generation, rows=n,
+                            written_at=ctx.started_at)
+    open_warehouse(ctx.workdir).replace_table(table, data, lineage)

@@ -1,0 +1,1 @@
+"""The control plane: spec, planner, executors, Kubernetes handlers. Never imports Beam."""

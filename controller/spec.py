@@ -1,0 +1,438 @@
+"""The PipelineRun spec (v1alpha1): one typed model, the single source of the CRD schema.
+
+Pure: no I/O here except :func:`load_spec_file`, which only reads the YAML it is given.
+The data plane (``beam/``) imports this module too; it imports neither kopf nor Beam.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+API_VERSION = "dataops.io/v1alpha1"
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+TABLE_REF = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class SpecError(Exception):
+    """A spec a user wrote is wrong. ``problems`` are (yaml path, line or None, message)."""
+
+    def __init__(self, source: str, problems: list[tuple[str, int | None, str]]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = [
+            f"{source}:{line}: {path}: {msg}" if line else f"{source}: {path}: {msg}"
+            for path, line, msg in problems
+        ]
+        super().__init__("\n".join(lines))
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class ColumnType(StrEnum):
+    STRING = "STRING"
+    INT64 = "INT64"
+    NUMERIC = "NUMERIC"
+    FLOAT64 = "FLOAT64"
+    BOOL = "BOOL"
+    DATE = "DATE"
+    TIMESTAMP = "TIMESTAMP"
+
+
+TYPE_ALIASES = {
+    "INTEGER": "INT64",
+    "INT": "INT64",
+    "FLOAT": "FLOAT64",
+    "BOOLEAN": "BOOL",
+    "DECIMAL": "NUMERIC",
+}
+
+
+def _identifier(value: str, what: str) -> str:
+    if not IDENTIFIER.match(value):
+        raise ValueError(f"{what} {value!r} is not a valid identifier (letters, digits, underscore)")
+    return value
+
+
+def _table(value: str) -> str:
+    if not TABLE_REF.match(value):
+        raise ValueError(f"table {value!r} must be 'dataset.table' (letters, digits, underscore)")
+    return value
+
+
+class Column(Model):
+    name: str = Field(description="Column name in the warehouse table.")
+    type: ColumnType = Field(default=ColumnType.STRING, description="BigQuery type of the column.")
+    required: bool = Field(default=False, description="A row with no value here is rejected.")
+    from_: str | None = Field(default=None, alias="from", description="Header the column is read from.")
+    description: str | None = None
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _alias_type(cls, v: Any) -> Any:
+        return TYPE_ALIASES.get(str(v).upper(), str(v).upper()) if isinstance(v, str) else v
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _identifier(v, "column name")
+
+
+class Source(Model):
+    uri: str = Field(
+        description="Local path, file:// or gs:// URI; may be a glob. Relative to the YAML file."
+    )
+    format: Literal["csv"] = "csv"
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
+    header: bool = Field(default=True, description="The first row is a header.")
+    encoding: str = Field(default="utf-8")
+    quote: str = Field(default='"', max_length=1)
+    escape: str = Field(default='"', max_length=1)
+    null_markers: list[str] = Field(
+        default_factory=lambda: [""], alias="nullMarkers", description="Cell values read as NULL."
+    )
+    header_case: Literal["asis", "snake"] = Field(default="asis", alias="headerCase")
+    columns: list[Column] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lift_csv_options(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("csv"), dict):
+            data = dict(data)
+            data.update(data.pop("csv"))
+        return data
+
+    @field_validator("columns")
+    @classmethod
+    def _unique_columns(cls, v: list[Column]) -> list[Column]:
+        seen: set[str] = set()
+        for c in v:
+            if c.name.lower() in seen:
+                raise ValueError(f"column {c.name!r} is declared twice")
+            seen.add(c.name.lower())
+        return v
+
+
+class Expectation(Model):
+    type: str = Field(
+        description="Great Expectations expectation name, e.g. expect_column_values_to_be_between."
+    )
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("type")
+    @classmethod
+    def _snake(cls, v: str) -> str:
+        if not re.match(r"^expect_[a-z0-9_]+$", v):
+            raise ValueError(f"{v!r} is not a Great Expectations expectation name (expect_...)")
+        return v
+
+
+class Validate(Model):
+    expectations: list[Expectation] = Field(default_factory=list)
+    on_failure: Literal["fail", "quarantine"] = Field(default="fail", alias="onFailure")
+    max_rejected_percent: float | None = Field(default=None, ge=0, le=100, alias="maxRejectedPercent")
+
+    def rejected_threshold(self) -> float:
+        """Largest share of rejected rows (percent) that still lets the run go on."""
+        if self.max_rejected_percent is not None:
+            return self.max_rejected_percent
+        return 0.0 if self.on_failure == "fail" else 100.0
+
+
+class Load(Model):
+    table: str
+    write_mode: Literal["append", "replace"] = Field(default="replace", alias="writeMode")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mode_alias(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "mode" in data and "writeMode" not in data:
+            data = dict(data)
+            data["writeMode"] = data.pop("mode")
+        return data
+
+    @field_validator("table")
+    @classmethod
+    def _t(cls, v: str) -> str:
+        return _table(v)
+
+
+class Standardize(Model):
+    column: str = Field(description="Column to clean, or '*' for every STRING column.")
+    trim: bool = True
+    case: Literal["lower", "upper", "title"] | None = None
+    empty_as_null: bool = Field(default=True, alias="emptyAsNull")
+    null_values: list[str] = Field(
+        default_factory=list, alias="nullValues", description="Values (after trim and case) read as NULL."
+    )
+    fill_null: str | int | float | bool | None = Field(
+        default=None, alias="fillNull", description="Value that replaces NULL."
+    )
+
+
+class Dedupe(Model):
+    key: list[str] = Field(min_length=1)
+    order_by: list[str] = Field(
+        alias="orderBy", min_length=1, description="Column(s) ordering versions of a key; the largest wins."
+    )
+
+    @field_validator("order_by", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+
+class Derive(Model):
+    name: str
+    expr: str = Field(min_length=1, description="SQL expression over the row's columns (BigQuery dialect).")
+
+    @field_validator("name")
+    @classmethod
+    def _n(cls, v: str) -> str:
+        return _identifier(v, "derived column name")
+
+
+class Partition(Model):
+    column: str
+    granularity: Literal["HOUR", "DAY", "MONTH", "YEAR"] = "DAY"
+
+
+class Output(Model):
+    table: str
+    partition_by: Partition | None = Field(default=None, alias="partitionBy")
+    cluster_by: list[str] = Field(default_factory=list, alias="clusterBy", max_length=4)
+    metadata: bool = Field(default=False, description="Add ingestion_timestamp and source_uri columns.")
+
+    @field_validator("partition_by", mode="before")
+    @classmethod
+    def _part(cls, v: Any) -> Any:
+        return {"column": v} if isinstance(v, str) else v
+
+    @field_validator("table")
+    @classmethod
+    def _t(cls, v: str) -> str:
+        return _table(v)
+
+
+class Transform(Model):
+    standardize: list[Standardize] = Field(default_factory=list)
+    derive: list[Derive] = Field(default_factory=list)
+    filter: str | None = Field(
+        default=None, description="Boolean SQL expression; rows where it is not TRUE go."
+    )
+    dedupe: Dedupe | None = None
+    output: Output
+
+
+class Metric(Model):
+    name: str
+    agg: Literal["sum", "count", "count_distinct", "avg", "min", "max"]
+    column: str | None = None
+    expr: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _n(cls, v: str) -> str:
+        return _identifier(v, "metric name")
+
+    @model_validator(mode="after")
+    def _one_input(self) -> Metric:
+        if self.column is not None and self.expr is not None:
+            raise ValueError(f"metric {self.name!r}: give 'column' or 'expr', not both")
+        if self.column is None and self.expr is None and self.agg != "count":
+            raise ValueError(f"metric {self.name!r}: agg {self.agg!r} needs 'column' or 'expr'")
+        return self
+
+
+class AggregateOutput(Model):
+    table: str
+
+    @field_validator("table")
+    @classmethod
+    def _t(cls, v: str) -> str:
+        return _table(v)
+
+
+class Aggregate(Model):
+    name: str | None = None
+    output: AggregateOutput
+    group_by: list[str] = Field(default_factory=list, alias="groupBy")
+    metrics: list[Metric] = Field(min_length=1)
+    report_date: bool = Field(default=False, alias="reportDate")
+
+    @field_validator("output", mode="before")
+    @classmethod
+    def _out(cls, v: Any) -> Any:
+        return {"table": v} if isinstance(v, str) else v
+
+
+class Retries(Model):
+    limit: int = Field(default=2, ge=0, le=10, description="Application failures tolerated per stage.")
+    backoff_seconds: float = Field(default=10, ge=0, le=3600, alias="backoffSeconds")
+    max_backoff_seconds: float = Field(default=300, ge=0, le=86400, alias="maxBackoffSeconds")
+
+
+class Timeouts(Model):
+    stage_seconds: int | None = Field(default=None, ge=1, alias="stageSeconds")
+    run_seconds: int | None = Field(default=None, ge=1, alias="runSeconds")
+
+
+class PipelineRunSpec(Model):
+    source: Source
+    validate_: Validate = Field(default_factory=Validate, alias="validate")
+    load: Load
+    transform: Transform | None = None
+    aggregate: list[Aggregate] = Field(default_factory=list)
+    runner: Literal["direct", "dataflow"] = "direct"
+    retries: Retries = Field(default_factory=Retries)
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    cancel: bool = False
+
+    @model_validator(mode="after")
+    def _aggregate_needs_transform(self) -> PipelineRunSpec:
+        if self.aggregate and self.transform is None:
+            raise ValueError("aggregate reads the transform's output table: add spec.transform")
+        return self
+
+
+class Metadata(Model):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+    namespace: str = "default"
+    generation: int = 1
+
+
+class PipelineRun(Model):
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+    api_version: Literal["dataops.io/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["PipelineRun"]
+    metadata: Metadata
+    spec: PipelineRunSpec
+
+
+Loc = Annotated[tuple[Any, ...], "pydantic error location"]
+
+
+class _LineLoader(yaml.SafeLoader):
+    """A SafeLoader that remembers the line of every mapping key and sequence item."""
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    mapping = loader.construct_mapping(node, deep=True)
+    lines = {k.value: k.start_mark.line + 1 for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
+    mapping["__lines__"] = lines
+    return mapping
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _strip_lines(data: Any, path: tuple[Any, ...], index: dict[tuple[Any, ...], int]) -> Any:
+    if isinstance(data, dict):
+        lines = data.pop("__lines__", {})
+        for key, value in list(data.items()):
+            if key in lines:
+                index[(*path, key)] = lines[key]
+            data[key] = _strip_lines(value, (*path, key), index)
+        return data
+    if isinstance(data, list):
+        return [_strip_lines(v, (*path, i), index) for i, v in enumerate(data)]
+    return data
+
+
+def yaml_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def line_of(index: dict[tuple[Any, ...], int], loc: tuple[Any, ...]) -> int | None:
+    for cut in range(len(loc), 0, -1):
+        if loc[:cut] in index:
+            return index[loc[:cut]]
+    return None
+
+
+def parse_documents(text: str, source: str) -> list[tuple[dict[str, Any], dict[tuple[Any, ...], int]]]:
+    """Parse YAML text into documents, each with its (path -> line) index."""
+    try:
+        docs = list(yaml.load_all(text, Loader=_LineLoader))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise SpecError(source, [("", mark.line + 1 if mark else None, f"not valid YAML: {exc}")]) from None
+    out = []
+    for doc in docs:
+        if doc is None:
+            continue
+        index: dict[tuple[Any, ...], int] = {}
+        doc = _strip_lines(doc, (), index)
+        if not isinstance(doc, dict):
+            raise SpecError(source, [("", None, "a document must be a mapping (apiVersion, kind, ...)")])
+        out.append((doc, index))
+    return out
+
+
+def _pydantic_problems(
+    exc: ValidationError, index: dict[tuple[Any, ...], int]
+) -> list[tuple[str, int | None, str]]:
+    problems = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        problems.append((yaml_path(loc), line_of(index, loc), err["msg"]))
+    return problems
+
+
+def parse_pipelinerun(doc: dict[str, Any], index: dict[tuple[Any, ...], int], source: str) -> PipelineRun:
+    try:
+        return PipelineRun.model_validate(doc)
+    except ValidationError as exc:
+        raise SpecError(source, _pydantic_problems(exc, index)) from None
+
+
+def resolve_uri(uri: str, base_dir: Path) -> str:
+    """A relative local path resolves against the YAML file's folder; URIs with a scheme stay."""
+    if "://" in uri:
+        return uri
+    path = Path(uri)
+    return str(path if path.is_absolute() else (base_dir / path).resolve())
+
+
+def load_spec_document(path: Path) -> tuple[PipelineRun, dict[tuple[Any, ...], int]]:
+    """Read one PipelineRun from a YAML file (source.uri resolved against the file's folder), with the
+    line of every YAML path for error messages."""
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(source, [("", None, f"cannot read the spec: {exc}")]) from None
+    docs = parse_documents(text, source)
+    runs = [(d, i) for d, i in docs if d.get("kind") == "PipelineRun"]
+    if not runs:
+        raise SpecError(source, [("kind", None, "no document of kind PipelineRun in the file")])
+    if len(runs) > 1:
+        raise SpecError(source, [("kind", None, "more than one PipelineRun in the file: give one per file")])
+    doc, index = runs[0]
+    run = parse_pipelinerun(doc, index, source)
+    src = run.spec.source.model_copy(update={"uri": resolve_uri(run.spec.source.uri, path.parent.resolve())})
+    return run.model_copy(update={"spec": run.spec.model_copy(update={"source": src})}), index
+
+
+def load_spec_file(path: Path) -> PipelineRun:
+    """Read one PipelineRun from a YAML file, with source.uri resolved against the file's folder."""
+    return load_spec_document(path)[0]
+
+
+def path_to_loc(path: str) -> tuple[Any, ...]:
+    """``spec.transform.derive[1].expr`` -> ("spec", "transform", "derive", 1, "expr")."""
+    loc: list[Any] = []
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", path):
+        loc.append(int(part[1:-1]) if part.startswith("[") else part)
+    return tuple(loc)

@@ -1,0 +1,105 @@
+"""What a schema cannot say: every column a spec names exists where it is used, every expression parses.
+
+Pure. Run before anything is read or written, by ``dataops run``, ``dataops check`` and the controller,
+so a wrong spec fails at once and leaves no table behind.
+"""
+
+from __future__ import annotations
+
+from controller.expressions import ExpressionError, parse_expression
+from pathlib import Path
+
+from controller.spec import PipelineRun, PipelineRunSpec, SpecError, line_of, load_spec_document, path_to_loc
+
+METADATA_COLUMNS = ("ingestion_timestamp", "source_uri")
+
+Problem = tuple[str, str]
+
+
+def _known(name: str, columns: dict[str, str]) -> bool:
+    return name.lower() in columns
+
+
+def _check_names(path: str, names: list[str], columns: dict[str, str], problems: list[Problem]) -> None:
+    for i, name in enumerate(names):
+        if not _known(name, columns):
+            problems.append((f"{path}[{i}]", f"unknown column {name!r} (known: {', '.join(columns.values())})"))
+
+
+def _expr(path: str, sql: str, columns: dict[str, str], problems: list[Problem]) -> None:
+    try:
+        parse_expression(sql, columns.values(), what=path)
+    except ExpressionError as exc:
+        problems.append((path, str(exc).removeprefix(f"{path} ")))
+
+
+def semantic_problems(spec: PipelineRunSpec) -> list[Problem]:
+    """Every problem found, as (yaml path, message); empty when the spec is sound."""
+    problems: list[Problem] = []
+    cols = {c.name.lower(): c.name for c in spec.source.columns}
+    string_cols = {c.name.lower() for c in spec.source.columns if c.type.value == "STRING"}
+    for i, exp in enumerate(spec.validate_.expectations):
+        for key in ("column", "column_A", "column_B"):
+            name = exp.kwargs.get(key)
+            if isinstance(name, str) and not _known(name, cols):
+                problems.append((f"spec.validate.expectations[{i}].kwargs.{key}", f"unknown column {name!r}"))
+        for key in ("column_list",):
+            for name in exp.kwargs.get(key, []) or []:
+                if isinstance(name, str) and not _known(name, cols):
+                    problems.append((f"spec.validate.expectations[{i}].kwargs.{key}", f"unknown column {name!r}"))
+    t = spec.transform
+    if t is None:
+        return problems
+    for i, st in enumerate(t.standardize):
+        if st.column == "*":
+            continue
+        if not _known(st.column, cols):
+            problems.append((f"spec.transform.standardize[{i}].column", f"unknown column {st.column!r}"))
+        elif (st.case or st.trim) and st.column.lower() not in string_cols:
+            problems.append((f"spec.transform.standardize[{i}]",
+                             f"column {st.column!r} is not a STRING: trim and case apply to text only"))
+    for i, d in enumerate(t.derive):
+        if _known(d.name, cols):
+            problems.append((f"spec.transform.derive[{i}].name", f"column {d.name!r} already exists"))
+            continue
+        _expr(f"spec.transform.derive[{i}].expr", d.expr, cols, problems)
+        cols[d.name.lower()] = d.name
+    if t.filter is not None:
+        _expr("spec.transform.filter", t.filter, cols, problems)
+    if t.dedupe is not None:
+        _check_names("spec.transform.dedupe.key", t.dedupe.key, cols, problems)
+        _check_names("spec.transform.dedupe.orderBy", t.dedupe.order_by, cols, problems)
+    if t.output.metadata:
+        for m in METADATA_COLUMNS:
+            cols[m] = m
+    if t.output.partition_by is not None:
+        _check_names("spec.transform.output.partitionBy.column", [t.output.partition_by.column], cols, problems)
+    _check_names("spec.transform.output.clusterBy", t.output.cluster_by, cols, problems)
+    for i, agg in enumerate(spec.aggregate):
+        _check_names(f"spec.aggregate[{i}].groupBy", agg.group_by, cols, problems)
+        names = {g.lower() for g in agg.group_by}
+        for j, m in enumerate(agg.metrics):
+            path = f"spec.aggregate[{i}].metrics[{j}]"
+            if m.name.lower() in names:
+                problems.append((f"{path}.name", f"name {m.name!r} is used twice in this aggregate"))
+            names.add(m.name.lower())
+            if m.column is not None and not _known(m.column, cols):
+                problems.append((f"{path}.column", f"unknown column {m.column!r} (known: {', '.join(cols.values())})"))
+            if m.expr is not None:
+                _expr(f"{path}.expr", m.expr, cols, problems)
+    tables = [spec.load.table, f"{spec.load.table}_rejects", t.output.table, *(a.output.table for a in spec.aggregate)]
+    seen: set[str] = set()
+    for table in tables:
+        if table.lower() in seen:
+            problems.append(("spec", f"table {table} is written twice by this run; give each output its own table"))
+        seen.add(table.lower())
+    return problems
+
+
+def load_checked(path: Path) -> PipelineRun:
+    """Load a PipelineRun file and check it; every problem is raised at once, with its YAML line."""
+    run, index = load_spec_document(path)
+    problems = semantic_problems(run.spec)
+    if problems:
+        raise SpecError(str(path), [(p, line_of(index, path_to_loc(p)), msg) for p, msg in problems])
+    return run
