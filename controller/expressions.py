@@ -6,8 +6,8 @@ columns: no subquery, no table reference, no statement, no aggregate or window f
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 import sqlglot
 from sqlglot import exp
@@ -51,9 +51,26 @@ class CheckedExpression:
     sql: str
     tree: exp.Expression
     columns: frozenset[str]
+    types: Mapping[str, str] = field(default_factory=dict)  # column -> BigQuery type, when known
+
+    @property
+    def type(self) -> str | None:
+        """The BigQuery type of the result, when it can be told from the column types."""
+        return infer_type(self.tree, self.types)
 
     def to_duckdb(self) -> str:
-        return self.tree.sql(dialect="duckdb")
+        """DuckDB SQL with BigQuery's semantics where the engines differ.
+
+        NUMERIC division: BigQuery keeps NUMERIC (rounded to 9 decimals), DuckDB would go to DOUBLE."""
+        tree = self.tree.copy()
+        if self.types:
+            for node in list(tree.find_all(exp.Div, exp.SafeDivide)):
+                if infer_type(node, self.types) == "NUMERIC":
+                    cast = exp.Cast(this=node.copy(), to=exp.DataType.build("DECIMAL(38, 9)"))
+                    tree = cast if node is tree else tree
+                    if node is not cast.this and node.parent is not None:
+                        node.replace(cast)
+        return tree.sql(dialect="duckdb")
 
     def to_bigquery(self) -> str:
         return self.tree.sql(dialect="bigquery")
@@ -107,7 +124,8 @@ def parse_expression(
             name = canon[name.lower()]
             col.set("this", exp.to_identifier(name, quoted=True))
         used.add(name)
-    return CheckedExpression(sql=text, tree=tree, columns=frozenset(used))
+    types = dict(known_columns) if isinstance(known_columns, Mapping) else {}
+    return CheckedExpression(sql=text, tree=tree, columns=frozenset(used), types=types)
 
 
 def _outside_strings(text: str) -> str:
@@ -137,3 +155,48 @@ def derive_order(derives: list[tuple[str, str]], base_columns: Iterable[str]) ->
         known.add(name.lower())
         order.append(name)
     return order
+
+
+_NUMERIC_KINDS = {"NUMERIC", "INT64", "BIGNUMERIC"}
+
+
+def infer_type(node: exp.Expression, types: Mapping[str, str]) -> str | None:
+    """BigQuery's result type of an arithmetic expression, as far as the division rule needs it."""
+    if isinstance(node, exp.Paren):
+        return infer_type(node.this, types)
+    if isinstance(node, exp.Column):
+        lowered = {k.lower(): v for k, v in types.items()}
+        return lowered.get(node.name.lower())
+    if isinstance(node, exp.Literal):
+        if node.is_string:
+            return "STRING"
+        return "INT64" if node.this.lstrip("+-").isdigit() else "FLOAT64"
+    if isinstance(node, exp.Cast):
+        kind = node.to.this
+        if kind in (exp.DataType.Type.DECIMAL, exp.DataType.Type.BIGDECIMAL):
+            return "NUMERIC"
+        if kind in (exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT):
+            return "FLOAT64"
+        if kind in (exp.DataType.Type.BIGINT, exp.DataType.Type.INT):
+            return "INT64"
+        return None
+    if isinstance(node, (exp.Div, exp.SafeDivide)):
+        left, right = infer_type(node.this, types), infer_type(node.expression, types)
+        if "FLOAT64" in (left, right) or None in (left, right):
+            return "FLOAT64" if "FLOAT64" in (left, right) else None
+        return "NUMERIC" if "NUMERIC" in (left, right) else "FLOAT64"
+    if isinstance(node, (exp.Add, exp.Sub, exp.Mul, exp.Mod)):
+        left, right = infer_type(node.this, types), infer_type(node.expression, types)
+        if left is None or right is None:
+            return None
+        if "FLOAT64" in (left, right):
+            return "FLOAT64"
+        if {left, right} <= _NUMERIC_KINDS:
+            return "NUMERIC" if "NUMERIC" in (left, right) else "INT64"
+        return None
+    if isinstance(node, (exp.Round, exp.Abs, exp.Neg)):
+        return infer_type(node.this, types)
+    if isinstance(node, (exp.Coalesce, exp.If, exp.Case)):
+        found = {infer_type(e, types) for e in node.find_all(exp.Column, exp.Literal, exp.Div)} - {None}
+        return next(iter(found)) if len(found) == 1 else None
+    return None

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator, model_validator
 
 API_VERSION = "dataops.io/v1alpha1"
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -65,6 +65,17 @@ def _table(value: str) -> str:
     if not TABLE_REF.match(value):
         raise ValueError(f"table {value!r} must be 'dataset.table' (letters, digits, underscore)")
     return value
+
+
+ONE_OR_MANY: dict[str, Any] = {
+    "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 16}],
+    "description": "One column, or a list of columns.",
+}
+
+
+def _STRING_OR(model: type[BaseModel]) -> dict[str, Any]:  # noqa: N802 - reads as a type in annotations
+    """A field a user may write as a bare string or as the full object."""
+    return {"anyOf": [{"type": "string"}, model.model_json_schema(by_alias=True)]}
 
 
 class Column(Model):
@@ -179,7 +190,7 @@ class Standardize(Model):
 
 class Dedupe(Model):
     key: list[str] = Field(min_length=1)
-    order_by: list[str] = Field(
+    order_by: Annotated[list[str], WithJsonSchema(ONE_OR_MANY)] = Field(
         alias="orderBy", min_length=1, description="Column(s) ordering versions of a key; the largest wins."
     )
 
@@ -206,7 +217,9 @@ class Partition(Model):
 
 class Output(Model):
     table: str
-    partition_by: Partition | None = Field(default=None, alias="partitionBy")
+    partition_by: Annotated[Partition | None, WithJsonSchema(_STRING_OR(Partition))] = Field(
+        default=None, alias="partitionBy"
+    )
     cluster_by: list[str] = Field(default_factory=list, alias="clusterBy", max_length=4)
     metadata: bool = Field(default=False, description="Add ingestion_timestamp and source_uri columns.")
 
@@ -262,7 +275,7 @@ class AggregateOutput(Model):
 
 class Aggregate(Model):
     name: str | None = None
-    output: AggregateOutput
+    output: Annotated[AggregateOutput, WithJsonSchema(_STRING_OR(AggregateOutput))]
     group_by: list[str] = Field(default_factory=list, alias="groupBy")
     metrics: list[Metric] = Field(min_length=1)
     report_date: bool = Field(default=False, alias="reportDate")
@@ -293,7 +306,8 @@ class PipelineRunSpec(Model):
     runner: Literal["direct", "dataflow"] = "direct"
     retries: Retries = Field(default_factory=Retries)
     timeouts: Timeouts = Field(default_factory=Timeouts)
-    cancel: bool = False
+    cancel: bool = Field(default=False, description="Set to true to cancel the run.")
+    rerun: int = Field(default=0, ge=0, description="Raise it to re-run a failed run from its failed stage.")
 
     @model_validator(mode="after")
     def _aggregate_needs_transform(self) -> PipelineRunSpec:
@@ -315,6 +329,99 @@ class PipelineRun(Model):
     kind: Literal["PipelineRun"]
     metadata: Metadata
     spec: PipelineRunSpec
+
+
+class SourceTemplate(Source):
+    """A source whose ``uri`` the IngestionSource fills in with each new object."""
+
+    uri: str = Field(default="", description="Filled in with the object's URI by the IngestionSource.")
+
+
+class PipelineRunTemplate(PipelineRunSpec):
+    """The spec of the PipelineRun an IngestionSource creates for each new object."""
+
+    source: SourceTemplate
+
+
+class FilesWatch(Model):
+    prefix: str = Field(description="gs://bucket/prefix/ or a local folder whose new objects are run.")
+    pattern: str = Field(default="*.csv", description="Glob on the object name below the prefix.")
+    template: PipelineRunTemplate
+    max_concurrent_runs: int = Field(default=2, ge=1, le=100, alias="maxConcurrentRuns")
+    poll_seconds: int = Field(default=60, ge=5, le=86400, alias="pollSeconds",
+                              description="How often the prefix is listed (the fallback to notifications).")
+
+
+class TableRef(Model):
+    table: str
+
+    @field_validator("table")
+    @classmethod
+    def _t(cls, v: str) -> str:
+        return _table(v)
+
+
+class ConsolidationSource(TableRef):
+    id: str = Field(description="The operation id column.")
+    cursor: str = Field(description="The timestamp column that grows as rows arrive.")
+
+
+class Join(TableRef):
+    on: list[str] = Field(min_length=1)
+    type: Literal["left", "inner"] = "left"
+    columns: list[str] = Field(min_length=1)
+    cursor: str | None = Field(default=None, description="A joined row changing after its operation was merged "
+                                                          "re-merges that operation.")
+
+
+class Target(TableRef):
+    key: list[str] = Field(min_length=1)
+
+
+CRON = re.compile(r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$")
+
+
+class Consolidation(Model):
+    schedule: str = Field(description="Cron schedule of the consolidation cycles (five fields).")
+    time_zone: str | None = Field(default=None, alias="timeZone", description="IANA time zone of the schedule.")
+    starting_deadline_seconds: int = Field(default=300, ge=10, alias="startingDeadlineSeconds")
+    source: ConsolidationSource
+    joins: list[Join] = Field(default_factory=list)
+    target: Target
+    topic: str = Field(default="operation-ids", pattern=r"^[A-Za-z][A-Za-z0-9._~%+-]{2,254}$")
+    subscription: str = Field(default="operation-ids-sub", pattern=r"^[A-Za-z][A-Za-z0-9._~%+-]{2,254}$")
+    batch_size: int = Field(default=10000, ge=1, le=10_000_000, alias="batchSize")
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        if v.strip().upper().startswith(("CRON_TZ=", "TZ=")):
+            raise ValueError("a CRON_TZ= or TZ= prefix is not allowed in schedule: use the timeZone field")
+        if not CRON.match(v.strip()):
+            raise ValueError(f"schedule {v!r} is not a five-field cron expression")
+        return v.strip()
+
+
+class IngestionSourceSpec(Model):
+    suspend: bool = False
+    files: FilesWatch | None = None
+    consolidation: Consolidation | None = None
+    history_limit: int = Field(default=10, ge=0, le=1000, alias="historyLimit",
+                               description="Finished runs kept per outcome (succeeded, failed).")
+
+    @model_validator(mode="after")
+    def _something(self) -> IngestionSourceSpec:
+        if self.files is None and self.consolidation is None:
+            raise ValueError("an IngestionSource needs spec.files, spec.consolidation, or both")
+        return self
+
+
+class IngestionSource(Model):
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+    api_version: Literal["dataops.io/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["IngestionSource"]
+    metadata: Metadata
+    spec: IngestionSourceSpec
 
 
 Loc = Annotated[tuple[Any, ...], "pydantic error location"]

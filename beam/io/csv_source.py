@@ -277,39 +277,41 @@ class _FileReader:
             f"(row_number() OVER (ORDER BY row) - 1) AS g, row_number() OVER (ORDER BY row) AS k "
             f"FROM (SELECT DISTINCT row FROM bad_rows_{n})) GROUP BY g"
         )
+        has_bad = bool(self._x(f"SELECT count(*) FROM bad_rows_{n}")[0][0])
         numbered = (
             f"SELECT r.*, r.rowid + 1 + coalesce(gp.k, 0) AS {ROW_COL} FROM {raw_t} r "
             f"ASOF LEFT JOIN gaps_{n} gp ON r.rowid >= gp.g"
+            if has_bad
+            else f"SELECT *, rowid + 1 AS {ROW_COL} FROM {raw_t}"
         )
         markers = ", ".join(_lit(m.strip()) for m in src.null_markers)
-        cells, typed_cols, checks = [], [], []
+        cells, typed_cols, checks, names = [], [], [], []
         for j, col in enumerate(src.columns):
             raw = f"c{mapping[j]}"
             cell = f"CASE WHEN trim({raw}) IN ({markers}) THEN NULL ELSE {raw} END" if markers else raw
-            cells.append(f"{cell} AS {_q('v' + str(j))}")
-            typed, err = _typing_sql(col, _q(f"v{j}"))
-            typed_cols.append(f"({typed})::{DUCKDB_TYPE[col.type]} AS {_q(col.name)}")
-            rule = f"type:{col.type.value}"
-            checks.append(
-                (
-                    j,
-                    col,
-                    f"CASE WHEN {err} THEN {_lit(rule)} "
-                    + (f"WHEN {_q('v' + str(j))} IS NULL THEN 'required' " if col.required else "")
-                    + "END",
-                )
-            )
+            v, t = _q(f"v{j}"), _q(f"t{j}")
+            cells.append(f"{cell} AS {v}")
+            typed, _ = _typing_sql(col, v)
+            typed_cols.append(f"({typed})::{DUCKDB_TYPE[col.type]} AS {t}")
+            failed = "false" if col.type == ColumnType.STRING else f"{v} IS NOT NULL AND {t} IS NULL"
+            required = f"WHEN {v} IS NULL THEN 'required' " if col.required else ""
+            checks.append((j, col, f"CASE WHEN {failed} THEN {_lit('type:' + col.type.value)} {required}END"))
+            names.append(f"{t} AS {_q(col.name)}")
         err_cols = ", ".join(f"{expr} AS {_q('e' + str(j))}" for j, _, expr in checks)
         raw_fields = ", ".join(f"c{i}" for i in range(width))
-        self._x(
-            f"CREATE TEMP TABLE cells_{n} AS SELECT {ROW_COL}, {', '.join(cells)}, {raw_fields} "
-            f"FROM ({numbered})"
-        )
-        self.con.execute(f"CREATE TEMP TABLE checked_{n} AS SELECT *, {err_cols} FROM cells_{n}").fetchall()
+        v_cols = ", ".join(_q(f"v{j}") for j in range(len(src.columns)))
         any_err = " OR ".join(f"{_q('e' + str(j))} IS NOT NULL" for j, _, _ in checks) or "false"
+        # One pass: cells (null markers) -> typed values -> error codes, materialized once.
         self._x(
-            f"CREATE TEMP TABLE typed_{n} AS SELECT {', '.join(typed_cols)}, {ROW_COL}, "
-            f"{_lit(path)} AS {FILE_COL} FROM checked_{n} WHERE NOT ({any_err}) ORDER BY {ROW_COL}"
+            f"CREATE TEMP TABLE checked_{n} AS SELECT *, {err_cols} FROM ("
+            f"SELECT {ROW_COL}, {v_cols}, {', '.join(typed_cols)}, {raw_fields} FROM ("
+            f"SELECT {ROW_COL}, {', '.join(cells)}, {raw_fields} FROM ({numbered})))"
+        )
+        self._x(f"CREATE TEMP TABLE errors_{n} AS SELECT * FROM checked_{n} WHERE {any_err}")
+        order = f" ORDER BY {ROW_COL}" if has_bad else ""
+        self._x(
+            f"CREATE TEMP VIEW typed_{n} AS SELECT {', '.join(names)}, {ROW_COL}, {_lit(path)} AS {FILE_COL} "
+            f"FROM checked_{n} WHERE NOT ({any_err}){order}"
         )
         self._collect_rejects(n, path, checks, width)
         total = self._x(f"SELECT (SELECT count(*) FROM {raw_t}) + (SELECT count(*) FROM bad_rows_{n})")
@@ -326,7 +328,7 @@ class _FileReader:
                 f"SELECT {_lit(path)}, {ROW_COL}, {_lit(col.name)}, {e}, {_q('v' + str(j))}, "
                 f"CASE WHEN {e} = 'required' THEN {_lit(col.name + ' is required but empty')} ELSE "
                 f"{_lit(col.name + ': ')} || coalesce({_lit(chr(39))} || {_q('v' + str(j))} || {_lit(chr(39))}, "
-                f"'NULL') || {_lit(' is not a valid ' + col.type.value)} END, NULL FROM checked_{n} "
+                f"'NULL') || {_lit(' is not a valid ' + col.type.value)} END, NULL FROM errors_{n} "
                 f"WHERE {e} IS NOT NULL"
             )
         self.con.execute(f"CREATE TEMP TABLE rej_{n} AS " + " UNION ALL ".join(parts)).fetchall()
@@ -338,7 +340,7 @@ class _FileReader:
         rows = [m[0] for m in missing]
         fields = ", ".join(f"c{i}" for i in range(width))
         got = self.con.execute(
-            f"SELECT {ROW_COL}, {fields} FROM cells_{n} WHERE {ROW_COL} IN (SELECT unnest(?))", [rows]
+            f"SELECT {ROW_COL}, {fields} FROM errors_{n} WHERE {ROW_COL} IN (SELECT unnest(?))", [rows]
         ).fetchall()
         texts = {r[0]: _csv_line(r[1:], self.source) for r in got}
         self.con.register(f"texts_{n}", pa.table({"row": list(texts), "t": list(texts.values())}))
@@ -362,6 +364,7 @@ def read_csv_source(source: Source, tmpdir: Path) -> CsvRead:
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'").fetchall()
+        con.execute("SET enable_progress_bar = false").fetchall()
         reader = _FileReader(con, source, tmpdir)
         typed_names, reject_names, total = [], [], 0
         for n, path in enumerate(files):

@@ -34,7 +34,8 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     args, beam_args = _parse(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("dataops").setLevel(logging.INFO)
     started = args.started_at or datetime.now(UTC).isoformat(timespec="seconds")
     result = StageResult(stage=args.stage)
     code = EXIT_OK
