@@ -520,6 +520,11 @@ def load_spec_document(path: Path) -> tuple[PipelineRun, dict[tuple[Any, ...], i
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(source, [("", None, f"cannot read the spec: {exc}")]) from None
+    return parse_spec_text(text, source, path.parent.resolve())
+
+
+def parse_spec_text(text: str, source: str, base_dir: Path) -> tuple[PipelineRun, dict[tuple[Any, ...], int]]:
+    """One PipelineRun from YAML (or JSON) text; a relative source.uri resolves against ``base_dir``."""
     docs = parse_documents(text, source)
     runs = [(d, i) for d, i in docs if d.get("kind") == "PipelineRun"]
     if not runs:
@@ -528,7 +533,7 @@ def load_spec_document(path: Path) -> tuple[PipelineRun, dict[tuple[Any, ...], i
         raise SpecError(source, [("kind", None, "more than one PipelineRun in the file: give one per file")])
     doc, index = runs[0]
     run = parse_pipelinerun(doc, index, source)
-    src = run.spec.source.model_copy(update={"uri": resolve_uri(run.spec.source.uri, path.parent.resolve())})
+    src = run.spec.source.model_copy(update={"uri": resolve_uri(run.spec.source.uri, base_dir)})
     return run.model_copy(update={"spec": run.spec.model_copy(update={"source": src})}), index
 
 

@@ -9,7 +9,15 @@ from __future__ import annotations
 from controller.expressions import ExpressionError, parse_expression
 from pathlib import Path
 
-from controller.spec import PipelineRun, PipelineRunSpec, SpecError, line_of, load_spec_document, path_to_loc
+from controller.spec import (
+    PipelineRun,
+    PipelineRunSpec,
+    SpecError,
+    line_of,
+    load_spec_document,
+    parse_spec_text,
+    path_to_loc,
+)
 
 METADATA_COLUMNS = ("ingestion_timestamp", "source_uri")
 
@@ -99,7 +107,17 @@ def semantic_problems(spec: PipelineRunSpec) -> list[Problem]:
 def load_checked(path: Path) -> PipelineRun:
     """Load a PipelineRun file and check it; every problem is raised at once, with its YAML line."""
     run, index = load_spec_document(path)
+    return _checked(run, index, str(path))
+
+
+def load_checked_text(text: str, source: str, base_dir: Path) -> PipelineRun:
+    """The same, from text (a stage pod reads its run from an environment variable)."""
+    run, index = parse_spec_text(text, source, base_dir)
+    return _checked(run, index, source)
+
+
+def _checked(run: PipelineRun, index: dict[tuple[object, ...], int], source: str) -> PipelineRun:
     problems = semantic_problems(run.spec)
     if problems:
-        raise SpecError(str(path), [(p, line_of(index, path_to_loc(p)), msg) for p, msg in problems])
+        raise SpecError(source, [(p, line_of(index, path_to_loc(p)), msg) for p, msg in problems])
     return run

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import logging
 import sys
 import traceback
@@ -15,8 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from beam.stages.context import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, StageContext, StageFailed, StageResult
-from controller.spec import SpecError
-from controller.spec_check import load_checked
+from controller.spec import PipelineRun, SpecError
+from controller.spec_check import load_checked, load_checked_text
 from controller.stages import STAGES
 
 log = logging.getLogger("dataops.stage")
@@ -25,11 +26,24 @@ log = logging.getLogger("dataops.stage")
 def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(prog="python -m beam.stages", description=__doc__)
     parser.add_argument("stage", choices=STAGES)
-    parser.add_argument("--spec", required=True, type=Path, help="the PipelineRun YAML")
+    parser.add_argument("--spec", required=True,
+                        help="the PipelineRun: a YAML file, or env:NAME for JSON in an environment variable")
     parser.add_argument("--workdir", required=True, type=Path)
     parser.add_argument("--started-at", default=None, help="the run's start time, ISO 8601 UTC")
     parser.add_argument("--result-file", type=Path, default=None, help="where to write the result JSON")
     return parser.parse_known_args(argv)
+
+
+def _load_run(spec: str) -> PipelineRun:
+    """From a file, or from ``env:NAME`` (the controller passes the run this way); a relative
+    ``source.uri`` in the latter resolves against ``$DATAOPS_SOURCE_BASE`` (or the working folder)."""
+    if spec.startswith("env:"):
+        name = spec[len("env:"):]
+        text = os.environ.get(name)
+        if text is None:
+            raise SpecError(spec, [("", None, f"environment variable {name} is not set")])
+        return load_checked_text(text, spec, Path(os.environ.get("DATAOPS_SOURCE_BASE", ".")).resolve())
+    return load_checked(Path(spec))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     result = StageResult(stage=args.stage)
     code = EXIT_OK
     try:
-        run = load_checked(args.spec)
+        run = _load_run(args.spec)
         ctx = StageContext(run=run, workdir=args.workdir.resolve(), started_at=started,
                            beam_args=[a for a in beam_args if a != "--"])
         module = importlib.import_module(f"beam.stages.{args.stage}")

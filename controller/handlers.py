@@ -1,0 +1,49 @@
+"""kopf handlers: decorators only, each body one call into ``controller.operator``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from controller import operator
+from controller.crd import GROUP, VERSION
+from controller.kube import Kube
+from controller.manifests import LABEL_RUN
+
+RUNS = (GROUP, VERSION, "pipelineruns")
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    memo.rt = operator.Runtime(settings=operator.configure(settings), kube=Kube.from_environment())
+
+
+@kopf.on.cleanup()
+async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    await memo.rt.kube.close()
+
+
+@kopf.on.event(*RUNS)
+async def run_changed(body: kopf.Body, memo: kopf.Memo, type: str | None, **_: Any) -> None:  # noqa: A002
+    if type == "DELETED":
+        return
+    await operator.reconcile(memo.rt, body.metadata.namespace or "default", body.metadata.name or "", dict(body))
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={LABEL_RUN: kopf.PRESENT})
+async def stage_job_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    run = operator.owner_run(dict(body))
+    if run:
+        await operator.reconcile(memo.rt, body.metadata.namespace or "default", run, None)
+
+
+@kopf.timer(*RUNS, interval=60.0, idle=30.0,
+            when=lambda status, **_: status.get("phase") not in ("Succeeded", "Failed", "Cancelled"))
+async def resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    await operator.reconcile(memo.rt, body.metadata.namespace or "default", body.metadata.name or "", None)
+
+
+@kopf.on.delete(*RUNS)
+async def run_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    await operator.cleanup_run(memo.rt, body.metadata.namespace or "default", body.metadata.name or "")

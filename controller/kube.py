@@ -1,0 +1,139 @@
+"""The one module that talks to the Kubernetes API for the controller's own requests (kopf has its own).
+
+Thin: create-if-absent, get, list by label, delete, status patch. Errors are mapped to
+:class:`KubeError` with the HTTP status, so callers decide what is temporary.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from lightkube import AsyncClient, ApiError
+from lightkube.config.kubeconfig import KubeConfig
+from lightkube.generic_resource import create_namespaced_resource
+from lightkube.types import PatchType
+
+from controller.crd import GROUP, VERSION
+
+PipelineRunResource = create_namespaced_resource(GROUP, VERSION, "PipelineRun", "pipelineruns")
+IngestionSourceResource = create_namespaced_resource(GROUP, VERSION, "IngestionSource", "ingestionsources")
+
+# Generic (dict) resources throughout: no typed decoding of every object, nothing lost on the way.
+_KINDS: dict[str, Any] = {
+    "Job": create_namespaced_resource("batch", "v1", "Job", "jobs"),
+    "CronJob": create_namespaced_resource("batch", "v1", "CronJob", "cronjobs"),
+    "Pod": create_namespaced_resource("", "v1", "Pod", "pods"),
+    "PipelineRun": PipelineRunResource,
+    "IngestionSource": IngestionSourceResource,
+}
+
+
+class KubeError(Exception):
+    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+    @property
+    def temporary(self) -> bool:
+        return self.status in (408, 409, 429) or self.status >= 500
+
+
+def _error(exc: Exception) -> KubeError:
+    if not isinstance(exc, ApiError):
+        response = getattr(exc, "response", None)
+        code = getattr(response, "status_code", 500) if response is not None else 500
+        return KubeError(int(code), str(exc))
+    status = exc.status.code or 500
+    retry = None
+    details = getattr(exc.status, "details", None)
+    if details is not None and getattr(details, "retryAfterSeconds", None):
+        retry = float(details.retryAfterSeconds)
+    return KubeError(int(status), exc.status.message or str(exc), retry)
+
+
+class Kube:
+    """An async client for the objects a run owns."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self.client = client
+
+    @classmethod
+    def from_environment(cls) -> Kube:
+        """In a pod: its service account; elsewhere: $KUBECONFIG or ~/.kube/config."""
+        path = os.environ.get("KUBECONFIG")
+        config = KubeConfig.from_file(path) if path else KubeConfig.from_env()
+        return cls(AsyncClient(config=config, field_manager="dataops-operator", timeout=30))
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def create_if_absent(self, manifest: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Create the object; if it already exists (a replayed event), return the existing one."""
+        kind = _KINDS[manifest["kind"]]
+        meta = manifest["metadata"]
+        try:
+            made = await self.client.create(kind.from_dict(manifest) if hasattr(kind, "from_dict") else manifest,
+                                            namespace=meta.get("namespace"))
+            return _as_dict(made), True
+        except Exception as exc:  # lightkube raises ApiError, or the HTTP error when the body is no Status
+            if _error(exc).status != 409:
+                raise _error(exc) from None
+        return await self.get(manifest["kind"], meta["name"], meta.get("namespace")) or manifest, False
+
+    async def get(self, kind: str, name: str, namespace: str | None) -> dict[str, Any] | None:
+        try:
+            return _as_dict(await self.client.get(_KINDS[kind], name, namespace=namespace))
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return None
+            raise _error(exc) from None
+
+    async def list(self, kind: str, namespace: str | None, labels: dict[str, str]) -> list[dict[str, Any]]:
+        try:
+            return [_as_dict(o) async for o in self.client.list(_KINDS[kind], namespace=namespace or "*",
+                                                                 labels=labels)]
+        except ApiError as exc:
+            raise _error(exc) from None
+
+    async def delete(self, kind: str, name: str, namespace: str | None) -> bool:
+        """Delete with background propagation (its pods go too); False if it was already gone."""
+        try:
+            await self.client.delete(_KINDS[kind], name, namespace=namespace,
+                                     cascade=_background())
+            return True
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return False
+            raise _error(exc) from None
+
+    async def patch_status(self, kind: str, name: str, namespace: str, status: dict[str, Any]) -> dict[str, Any]:
+        try:
+            obj = await self.client.patch(_KINDS[kind].Status, name, {"status": status}, namespace=namespace,
+                                          patch_type=PatchType.MERGE)
+            return _as_dict(obj)
+        except ApiError as exc:
+            raise _error(exc) from None
+
+    async def patch(self, kind: str, name: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return _as_dict(await self.client.patch(_KINDS[kind], name, body, namespace=namespace,
+                                                    patch_type=PatchType.MERGE))
+        except ApiError as exc:
+            raise _error(exc) from None
+
+
+def _background() -> Any:
+    from lightkube.types import CascadeType
+
+    return CascadeType.BACKGROUND
+
+
+def _as_dict(obj: Any) -> dict[str, Any]:
+    if isinstance(obj, dict):
+        return obj
+    return obj.to_dict()  # type: ignore[no-any-return]
+
+
+__all__ = ["Kube", "KubeError", "PipelineRunResource", "IngestionSourceResource"]

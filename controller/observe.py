@@ -1,0 +1,112 @@
+"""What a stage attempt's Job and Pods say happened, as a planner :class:`Outcome`. Pure.
+
+- the Job completed -> ``succeeded`` (rows and message from the pod's termination message);
+- the container exited 65 -> ``bad_input`` (the data or spec is wrong; no retry);
+- the container exited otherwise -> ``app`` (retried up to ``spec.retries.limit``);
+- the pod was evicted or disrupted, vanished, or cannot pull its image for too long, or the Job itself
+  vanished -> ``infra`` (retried without using up the limit).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from controller.planner import Outcome, StageRows
+
+EXIT_BAD_INPUT = 65
+IMAGE_ERRORS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
+                          "CreateContainerConfigError"})
+
+
+def _conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c.get("type", ""): c for c in (obj.get("status") or {}).get("conditions") or []}
+
+
+def _result(message: str | None) -> dict[str, Any]:
+    if not message:
+        return {}
+    try:
+        data = json.loads(message)
+    except ValueError:
+        return {"message": message.strip()[-500:]}
+    return data if isinstance(data, dict) else {}
+
+
+def _rows(result: dict[str, Any]) -> StageRows:
+    return StageRows(int(result.get("rows_in", 0) or 0), int(result.get("rows_out", 0) or 0),
+                     int(result.get("rows_rejected", 0) or 0))
+
+
+def _terminated(pod: dict[str, Any]) -> dict[str, Any] | None:
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        term = (cs.get("state") or {}).get("terminated")
+        if term:
+            return dict(term)
+    return None
+
+
+def _waiting_reason(pod: dict[str, Any]) -> str | None:
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        waiting = (cs.get("state") or {}).get("waiting")
+        if waiting and waiting.get("reason") in IMAGE_ERRORS:
+            return str(waiting["reason"])
+    return None
+
+
+def _disrupted(pod: dict[str, Any]) -> str | None:
+    status = pod.get("status") or {}
+    if status.get("reason") in ("Evicted", "Preempting", "NodeLost", "Shutdown", "Terminated"):
+        return f"pod {pod['metadata']['name']} {status['reason'].lower()}: {status.get('message', '')}".strip()
+    cond = _conditions(pod).get("DisruptionTarget")
+    if cond and cond.get("status") == "True":
+        return f"pod {pod['metadata']['name']} disrupted ({cond.get('reason', '')})"
+    return None
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+def outcome_of(stage: str, attempt: int, job: dict[str, Any] | None, pods: list[dict[str, Any]],
+               now: datetime, image_grace_seconds: int) -> Outcome:
+    """The outcome of one stage attempt, from its Job (None if absent) and the Job's pods."""
+    if job is None:
+        return Outcome(stage, attempt, "infra", message=f"the Job of {stage} attempt {attempt} vanished",
+                       reason="JobVanished")
+    conds = _conditions(job)
+    if conds.get("Complete", {}).get("status") == "True" or conds.get("SuccessCriteriaMet", {}).get("status") == "True":
+        term = next((t for t in map(_terminated, pods) if t), None)
+        result = _result(term.get("message") if term else None)
+        return Outcome(stage, attempt, "succeeded", message=str(result.get("message", "")),
+                       rows=_rows(result), tables=tuple(result.get("tables", ())))
+    failed = conds.get("Failed", {}).get("status") == "True" or conds.get("FailureTarget", {}).get("status") == "True"
+    for pod in pods:
+        disruption = _disrupted(pod)
+        if disruption and (failed or (pod.get("status") or {}).get("phase") == "Failed"):
+            return Outcome(stage, attempt, "infra", message=disruption, reason="PodDisrupted")
+    terms = [t for t in map(_terminated, pods) if t and t.get("exitCode") not in (None, 0)]
+    if terms:
+        term = terms[-1]
+        result = _result(term.get("message"))
+        code = int(term.get("exitCode", 1))
+        message = str(result.get("message") or f"exited with status {code} ({term.get('reason', '')})")
+        if code == EXIT_BAD_INPUT:
+            return Outcome(stage, attempt, "bad_input", message=message,
+                           reason=str(result.get("reason") or "BadInput"), rows=_rows(result))
+        if code in (137, 143) and not result:
+            return Outcome(stage, attempt, "infra", message=f"container killed (exit {code})", reason="Killed")
+        return Outcome(stage, attempt, "app", message=message, reason=str(result.get("reason") or "StageFailed"),
+                       rows=_rows(result))
+    if failed:
+        reason = conds.get("Failed", {}).get("reason", "")
+        return Outcome(stage, attempt, "infra", message=f"the pod of {stage} attempt {attempt} vanished ({reason})",
+                       reason="PodVanished")
+    for pod in pods:
+        waiting = _waiting_reason(pod)
+        created = _parse_time(pod["metadata"].get("creationTimestamp"))
+        if waiting and created and (now - created).total_seconds() > image_grace_seconds:
+            return Outcome(stage, attempt, "infra", message=f"pod {pod['metadata']['name']}: {waiting}",
+                           reason=waiting)
+    return Outcome(stage, attempt, "running")

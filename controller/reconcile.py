@@ -1,0 +1,130 @@
+"""Reconcile one PipelineRun: observe its stage Jobs, ask the planner, carry out the actions.
+
+No kopf here: the handlers call :func:`reconcile_run` and apply what it returns, so the same code is
+tested without a cluster and runs under kopf unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from controller import status as status_codec
+from controller.kube import Kube
+from controller.manifests import build_stage_job, job_name
+from controller.observe import outcome_of
+from controller.planner import Outcome, RecordEvent, RunStatus, StartStage, StopStage, WaitUntil, plan
+from controller.settings import Settings
+from controller.spec import PipelineRunSpec
+from controller.spec_check import semantic_problems
+from controller.stages import TERMINAL_PHASES
+
+
+@dataclass
+class Reconciled:
+    status: dict[str, Any]
+    events: list[RecordEvent] = field(default_factory=list)
+    wake_at: datetime | None = None
+    changed: bool = True
+
+
+def _invalid(body: dict[str, Any], message: str, now: datetime) -> Reconciled:
+    status = RunStatus(phase="Failed", reason="InvalidSpec", message=message, start_time=now, completion_time=now)
+    generation = int(body["metadata"].get("generation", 1))
+    doc = status_codec.to_dict(status, generation, now, body.get("status"))
+    return Reconciled(doc, [RecordEvent("Warning", "InvalidSpec", message)])
+
+
+def parse_spec(body: dict[str, Any]) -> PipelineRunSpec | str:
+    """The run's spec, or the message that says why it is invalid."""
+    try:
+        spec = PipelineRunSpec.model_validate(body.get("spec") or {})
+    except ValidationError as exc:
+        return "; ".join(f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+    problems = semantic_problems(spec)
+    if problems:
+        return "; ".join(f"{path}: {msg}" for path, msg in problems)
+    return spec
+
+
+def _resume(status: RunStatus, body: dict[str, Any], spec: PipelineRunSpec) -> RunStatus:
+    """``spec.rerun`` raised on a failed run: the failed stage and those after it run again."""
+    done = int((body.get("status") or {}).get("rerun", 0))
+    if spec.rerun <= done or status.phase != "Failed":
+        return status
+    stages = []
+    seen_failure = False
+    for s in status.stages:
+        if s.state != "Succeeded" or seen_failure:
+            seen_failure = True
+            s = replace(s, state="Pending", attempt=s.attempt, app_failures=0, infra_failures=0, retry_after=None,
+                        completion_time=None, message="", reason="")
+        stages.append(s)
+    return replace(status, phase="Pending", stages=tuple(stages), completion_time=None, reason="Rerun",
+                   message=f"re-run {spec.rerun} from the failed stage")
+
+
+async def _observe(kube: Kube, namespace: str, name: str, status: RunStatus, now: datetime,
+                   settings: Settings) -> dict[str, Outcome]:
+    observed: dict[str, Outcome] = {}
+    for st in status.stages:
+        if st.state != "Running":
+            continue
+        jname = job_name(name, st.name, st.attempt)
+        job, pods = await asyncio.gather(
+            kube.get("Job", jname, namespace),
+            kube.list("Pod", namespace, {"job-name": jname}),
+        )
+        pods = [p for p in pods if (p["metadata"].get("labels") or {}).get("job-name") == jname]
+        outcome = outcome_of(st.name, st.attempt, job, pods, now, settings.image_pull_grace_seconds)
+        observed[st.name] = outcome
+        if outcome.kind in ("app", "infra", "bad_input") and job is not None and not _finished(job):
+            await kube.delete("Job", jname, namespace)
+    return observed
+
+
+def _finished(job: dict[str, Any]) -> bool:
+    conds = (job.get("status") or {}).get("conditions") or []
+    return any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conds)
+
+
+async def reconcile_run(body: dict[str, Any], kube: Kube, settings: Settings, now: datetime) -> Reconciled:
+    meta = body["metadata"]
+    name, namespace = meta["name"], meta.get("namespace", "default")
+    generation = int(meta.get("generation", 1))
+    previous = body.get("status") or {}
+    spec = parse_spec(body)
+    if isinstance(spec, str):
+        if previous.get("phase") == "Failed" and previous.get("reason") == "InvalidSpec":
+            return Reconciled(previous, changed=False)
+        return _invalid(body, spec, now)
+    status = _resume(status_codec.from_dict(previous), body, spec)
+    if status.phase in TERMINAL_PHASES and not spec.cancel:
+        return Reconciled(previous, changed=False)
+    observed = await _observe(kube, namespace, name, status, now, settings)
+    step = plan(spec, status, observed, now)
+    wake: datetime | None = None
+    started_at = (step.status.start_time or now).isoformat(timespec="seconds")
+    for action in step.actions:
+        if isinstance(action, StartStage):
+            job = build_stage_job(body, action.stage, action.attempt, started_at, settings)
+            await kube.create_if_absent(job)
+        elif isinstance(action, StopStage):
+            await kube.delete("Job", job_name(name, action.stage, action.attempt), namespace)
+        elif isinstance(action, WaitUntil):
+            wake = action.when if wake is None else min(wake, action.when)
+    doc = status_codec.to_dict(step.status, generation, now, previous)
+    doc["rerun"] = spec.rerun
+    changed = _essence(doc) != _essence(previous)
+    events = [a for a in step.actions if isinstance(a, RecordEvent)]
+    return Reconciled(doc, events, wake, changed)
+
+
+def _essence(status: dict[str, Any]) -> Any:
+    """A status without its timestamps of conditions, to tell whether anything really changed."""
+    conds = [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in status.get("conditions", [])]
+    return {**{k: v for k, v in status.items() if k != "conditions"}, "conditions": conds}

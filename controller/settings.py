@@ -1,0 +1,77 @@
+"""The controller's settings: one place, read once from the environment the Helm chart sets.
+
+Pure: :func:`settings_from_env` takes the mapping to read, so tests pass their own.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """A controller setting is malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    namespaces: tuple[str, ...] = ()  # empty: every namespace
+    worker_image: str = "dataops-operator/worker:dev"
+    image_pull_policy: str = "IfNotPresent"
+    stage_service_account: str = "dataops-worker"  # in the run's own namespace, never the controller's
+    workdir: str = "/var/lib/dataops"  # where stages keep run files; gs://... in production
+    python: str = "python"  # the interpreter in the worker image
+    stage_resources: dict[str, Any] = field(default_factory=dict)
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = field(default_factory=list)
+    extra_env: dict[str, str] = field(default_factory=dict)
+    max_running_per_namespace: int = 20
+    finished_ttl_seconds: int | None = None  # delete finished runs after this long (None: keep)
+    image_pull_grace_seconds: int = 300  # a pod that cannot pull its image this long is an infra failure
+    resync_seconds: float = 60.0  # how often unfinished runs are looked at even without events
+    watch_timeout_seconds: int = 300  # the watch inactivity timeout (a silently stalled stream is restarted)
+    peering: str = "dataops-operator"
+
+
+def _int(env: Mapping[str, str], name: str, default: int | None) -> int | None:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a whole number") from None
+
+
+def _json(env: Mapping[str, str], name: str, default: Any) -> Any:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} is not valid JSON: {exc}") from None
+
+
+def settings_from_env(env: Mapping[str, str]) -> Settings:
+    namespaces = tuple(n.strip() for n in env.get("DATAOPS_NAMESPACES", "").split(",") if n.strip())
+    return Settings(
+        namespaces=namespaces,
+        worker_image=env.get("DATAOPS_WORKER_IMAGE", Settings.worker_image),
+        image_pull_policy=env.get("DATAOPS_IMAGE_PULL_POLICY", Settings.image_pull_policy),
+        stage_service_account=env.get("DATAOPS_STAGE_SERVICE_ACCOUNT", Settings.stage_service_account),
+        workdir=env.get("DATAOPS_WORKDIR", Settings.workdir),
+        python=env.get("DATAOPS_PYTHON", Settings.python),
+        stage_resources=_json(env, "DATAOPS_STAGE_RESOURCES", {}),
+        node_selector=_json(env, "DATAOPS_NODE_SELECTOR", {}),
+        tolerations=_json(env, "DATAOPS_TOLERATIONS", []),
+        extra_env=_json(env, "DATAOPS_STAGE_ENV", {}),
+        max_running_per_namespace=_int(env, "DATAOPS_MAX_RUNNING_PER_NAMESPACE", 20) or 20,
+        finished_ttl_seconds=_int(env, "DATAOPS_FINISHED_TTL_SECONDS", None),
+        image_pull_grace_seconds=_int(env, "DATAOPS_IMAGE_PULL_GRACE_SECONDS", 300) or 300,
+        resync_seconds=float(_int(env, "DATAOPS_RESYNC_SECONDS", 60) or 60),
+        watch_timeout_seconds=_int(env, "DATAOPS_WATCH_TIMEOUT_SECONDS", 300) or 300,
+        peering=env.get("DATAOPS_PEERING", Settings.peering),
+    )

@@ -1,0 +1,150 @@
+"""The controller's handlers against kmock's Kubernetes API emulator: fast, no cluster.
+
+The proof on a real API server is in tests/e2e; here the handlers' behaviour is pinned: stage order,
+deterministic Job names, retries, cancellation, restarts without duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import kmock
+import pytest
+import yaml
+from kopf.testing import KopfRunner
+
+pytestmark = pytest.mark.integration
+
+RUNS = "/apis/dataops.io/v1alpha1/namespaces/default/pipelineruns"
+JOBS = "/apis/batch/v1/namespaces/default/jobs"
+PODS = "/api/v1/namespaces/default/pods"
+
+SPEC: dict[str, Any] = {
+    "source": {"uri": "/data/in.csv", "columns": [{"name": "id", "type": "INT64"}]},
+    "load": {"table": "raw.items"},
+    "transform": {"output": {"table": "tds.items"}},
+    "retries": {"limit": 1, "backoffSeconds": 0},
+}
+
+
+@pytest.fixture
+async def cluster(kmock: kmock.KubernetesEmulator, tmp_path: Path,
+                  monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[kmock.KubernetesEmulator]:
+    for res, kind in [("dataops.io/v1alpha1/pipelineruns", "PipelineRun"), ("batch/v1/jobs", "Job"),
+                      ("v1/pods", "Pod"), ("v1/events", "Event"), ("v1/namespaces", "Namespace"),
+                      ("apiextensions.k8s.io/v1/customresourcedefinitions", "CustomResourceDefinition"),
+                      ("dataops.io/v1alpha1/ingestionsources", "IngestionSource")]:
+        kmock.resources[res] = {"kind": kind, "namespaced": kind not in ("Namespace", "CustomResourceDefinition"),
+                                "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"]}
+    config = {
+        "apiVersion": "v1", "kind": "Config", "current-context": "kmock",
+        "clusters": [{"name": "kmock", "cluster": {"server": str(kmock.url).rstrip("/")}}],
+        "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "u", "namespace": "default"}}],
+        "users": [{"name": "u", "user": {"token": "test"}}],
+    }
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    monkeypatch.setenv("DATAOPS_WORKER_IMAGE", "worker:test")
+    yield kmock
+
+
+async def wait_for(probe: Callable[[], Any], timeout: float = 20.0) -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await probe()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.1)
+
+
+async def get_json(k: kmock.KubernetesEmulator, url: str) -> dict[str, Any] | None:
+    resp = await k.get(url)
+    return await resp.json() if resp.status == 200 else None
+
+
+async def finish_job(k: kmock.KubernetesEmulator, name: str, exit_code: int, result: dict[str, Any]) -> None:
+    """What the Job controller and the kubelet would write when the stage's process ends."""
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": f"{name}-pod", "namespace": "default", "labels": {"job-name": name}},
+           "status": {"phase": "Succeeded" if exit_code == 0 else "Failed", "containerStatuses": [
+               {"name": "stage", "state": {"terminated": {"exitCode": exit_code, "message": json.dumps(result)}}}]}}
+    await k.post(PODS, json=pod)
+    condition = "Complete" if exit_code == 0 else "Failed"
+    await k.patch(f"{JOBS}/{name}/status", json={"status": {"conditions": [{"type": condition, "status": "True"}]}},
+                  headers={"Content-Type": "application/merge-patch+json"})
+
+
+def operator() -> KopfRunner:
+    return KopfRunner(["run", "--standalone", "--all-namespaces", "-m", "controller.handlers"])
+
+
+async def test_a_run_goes_through_its_stages_one_job_each(cluster: kmock.KubernetesEmulator) -> None:
+    await cluster.post(RUNS, json={"apiVersion": "dataops.io/v1alpha1", "kind": "PipelineRun",
+                                   "metadata": {"name": "demo", "namespace": "default", "uid": "u1", "resourceVersion": "1"}, "spec": SPEC})
+    with operator() as runner:
+        job = await wait_for(lambda: get_json(cluster, f"{JOBS}/demo-validate-1"))
+        assert job["spec"]["template"]["spec"]["containers"][0]["args"][0] == "validate"
+        assert job["metadata"]["ownerReferences"][0]["name"] == "demo"
+        await finish_job(cluster, "demo-validate-1", 0, {"rows_in": 3, "rows_out": 3, "message": "ok"})
+        await wait_for(lambda: get_json(cluster, f"{JOBS}/demo-load-1"))
+        await finish_job(cluster, "demo-load-1", 0, {"rows_in": 3, "rows_out": 3})
+        await wait_for(lambda: get_json(cluster, f"{JOBS}/demo-transform-1"))
+        await finish_job(cluster, "demo-transform-1", 0, {"rows_in": 3, "rows_out": 2})
+
+        async def succeeded() -> bool:
+            run = await get_json(cluster, f"{RUNS}/demo")
+            return bool(run and run.get("status", {}).get("phase") == "Succeeded")
+
+        await wait_for(succeeded)
+    assert runner.exception is None
+    run = await get_json(cluster, f"{RUNS}/demo")
+    assert run is not None
+    assert [s["state"] for s in run["status"]["stages"]] == ["Succeeded"] * 3
+    assert run["status"]["stages"][2]["rowsOut"] == 2
+
+
+async def test_bad_input_fails_the_run_without_a_second_attempt(cluster: kmock.KubernetesEmulator) -> None:
+    await cluster.post(RUNS, json={"apiVersion": "dataops.io/v1alpha1", "kind": "PipelineRun",
+                                   "metadata": {"name": "bad", "namespace": "default", "uid": "u2", "resourceVersion": "1"}, "spec": SPEC})
+    with operator():
+        await wait_for(lambda: get_json(cluster, f"{JOBS}/bad-validate-1"))
+        await finish_job(cluster, "bad-validate-1", 65, {"message": "data.csv: row 3: abc", "reason": "RowsRejected"})
+
+        async def failed() -> dict[str, Any] | None:
+            run = await get_json(cluster, f"{RUNS}/bad")
+            return run if run and run.get("status", {}).get("phase") == "Failed" else None
+
+        run = await wait_for(failed)
+    assert "row 3: abc" in run["status"]["message"]
+    assert await get_json(cluster, f"{JOBS}/bad-validate-2") is None
+
+
+async def test_an_application_failure_is_retried_with_a_new_job(cluster: kmock.KubernetesEmulator) -> None:
+    await cluster.post(RUNS, json={"apiVersion": "dataops.io/v1alpha1", "kind": "PipelineRun",
+                                   "metadata": {"name": "flaky", "namespace": "default", "uid": "u3", "resourceVersion": "1"}, "spec": SPEC})
+    with operator():
+        await wait_for(lambda: get_json(cluster, f"{JOBS}/flaky-validate-1"))
+        await finish_job(cluster, "flaky-validate-1", 1, {"message": "connection reset", "reason": "InternalError"})
+        retry = await wait_for(lambda: get_json(cluster, f"{JOBS}/flaky-validate-2"))
+    assert retry["metadata"]["labels"]["dataops.io/attempt"] == "2"
+
+
+async def test_an_invalid_spec_fails_with_the_problem_named(cluster: kmock.KubernetesEmulator) -> None:
+    spec = {**SPEC, "transform": {"dedupe": {"key": ["nope"], "orderBy": "id"}, "output": {"table": "tds.x"}}}
+    await cluster.post(RUNS, json={"apiVersion": "dataops.io/v1alpha1", "kind": "PipelineRun",
+                                   "metadata": {"name": "wrong", "namespace": "default", "uid": "u4", "resourceVersion": "1"}, "spec": spec})
+    with operator():
+        async def failed() -> dict[str, Any] | None:
+            run = await get_json(cluster, f"{RUNS}/wrong")
+            return run if run and run.get("status", {}).get("phase") == "Failed" else None
+
+        run = await wait_for(failed)
+    assert "spec.transform.dedupe.key[0]: unknown column 'nope'" in run["status"]["message"]
+    assert await get_json(cluster, f"{JOBS}/wrong-validate-1") is None
