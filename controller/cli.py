@@ -1,6 +1,6 @@
 """``dataops``: the command line for people. The only module that prints.
 
-    dataops run SPEC.yaml --workdir DIR [--output json]
+dataops run SPEC.yaml --workdir DIR [--output json]
 """
 
 from __future__ import annotations
@@ -20,8 +20,11 @@ from controller.local import LocalRun, StageEvent
 from controller.spec import SpecError
 from controller.spec_check import load_checked
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Run data pipelines as Kubernetes custom resources, or locally with no cloud.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Run data pipelines as Kubernetes custom resources, or locally with no cloud.",
+)
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False, soft_wrap=True)
 
@@ -41,8 +44,13 @@ class _Progress:
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
-        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                                 console=err, transient=True)
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        )
         self.task: Any = None
 
     def __enter__(self) -> _Progress:
@@ -73,18 +81,39 @@ class _Progress:
 
 
 def _summary(doc: dict[str, Any], run_name: str, namespace: str, workdir: Path) -> dict[str, Any]:
-    tables = []
+    tables: list[dict[str, str]] = []
     for s in doc.get("stages", []):
         tables.extend({"table": t, "stage": s["name"]} for t in s.get("tables", []))
     return {
-        "name": run_name, "namespace": namespace, "phase": doc["phase"], "reason": doc.get("reason", ""),
-        "message": doc.get("message", ""), "startTime": doc.get("startTime"),
-        "completionTime": doc.get("completionTime"), "durationSeconds": doc.get("durationSeconds"),
-        "stages": [{k: s[k] for k in ("name", "state", "attempt", "rowsIn", "rowsOut", "rowsRejected",
-                                      "durationSeconds", "reason", "message", "tables")}
-                   for s in doc.get("stages", [])],
+        "name": run_name,
+        "namespace": namespace,
+        "phase": doc["phase"],
+        "reason": doc.get("reason", ""),
+        "message": doc.get("message", ""),
+        "startTime": doc.get("startTime"),
+        "completionTime": doc.get("completionTime"),
+        "durationSeconds": doc.get("durationSeconds"),
+        "stages": [
+            {
+                k: s[k]
+                for k in (
+                    "name",
+                    "state",
+                    "attempt",
+                    "rowsIn",
+                    "rowsOut",
+                    "rowsRejected",
+                    "durationSeconds",
+                    "reason",
+                    "message",
+                    "tables",
+                )
+            }
+            for s in doc.get("stages", [])
+        ],
         "tables": tables,
-        "workdir": str(workdir), "warehouse": str(workdir / "warehouse.duckdb"),
+        "workdir": str(workdir),
+        "warehouse": str(workdir / "warehouse.duckdb"),
         "runDir": str(workdir / "runs" / namespace / run_name),
     }
 
@@ -95,8 +124,9 @@ def _print_table(summary: dict[str, Any]) -> None:
         table.add_column(col, justify="right" if col not in ("stage", "state") else "left")
     for s in summary["stages"]:
         seconds = f"{s['durationSeconds']:.1f}" if s["durationSeconds"] is not None else "-"
-        table.add_row(s["name"], s["state"], f"{s['rowsIn']:,}", f"{s['rowsOut']:,}", f"{s['rowsRejected']:,}",
-                      seconds)
+        table.add_row(
+            s["name"], s["state"], f"{s['rowsIn']:,}", f"{s['rowsOut']:,}", f"{s['rowsRejected']:,}", seconds
+        )
     out.print(table)
     for t in summary["tables"]:
         out.print(f"  table {t['table']}  ({t['stage']})")
@@ -107,7 +137,9 @@ def _print_table(summary: dict[str, Any]) -> None:
 def run(
     spec: Annotated[Path, typer.Argument(help="PipelineRun YAML file")],
     workdir: Annotated[Path, typer.Option(help="Folder for the warehouse and run files")] = Path("work"),
-    output: Annotated[OutputFormat, typer.Option(help="text for people, json for programs")] = OutputFormat.text,
+    output: Annotated[
+        OutputFormat, typer.Option(help="text for people, json for programs")
+    ] = OutputFormat.text,
     resume: Annotated[bool, typer.Option(help="Re-run a failed run from its failed stage")] = False,
 ) -> None:
     """Run a PipelineRun locally: validate, load, transform, aggregate, on the embedded defaults."""
@@ -115,9 +147,15 @@ def run(
         pipeline_run = load_checked(spec)
     except SpecError as exc:
         if output == OutputFormat.json:
-            failed = {"name": None, "phase": "Failed", "reason": "InvalidSpec", "message": str(exc),
-                      "problems": [{"path": p, "line": line, "message": m} for p, line, m in exc.problems],
-                      "stages": [], "tables": []}
+            failed = {
+                "name": None,
+                "phase": "Failed",
+                "reason": "InvalidSpec",
+                "message": str(exc),
+                "problems": [{"path": p, "line": line, "message": m} for p, line, m in exc.problems],
+                "stages": [],
+                "tables": [],
+            }
             sys.stdout.write(json.dumps(failed, indent=2) + "\n")
         err.print("[red]invalid spec[/]", markup=True)
         err.print(str(exc), markup=False, highlight=False, soft_wrap=True)

@@ -20,10 +20,28 @@ GROUP = "dataops.io"
 VERSION = "v1alpha1"
 CATEGORY = "dataops"
 
-_CEL_TYPE = {"string": "string", "integer": "int", "number": "double", "boolean": "bool", "array": "list",
-             "object": "map"}
-_KEEP = ("description", "type", "enum", "pattern", "minLength", "maxLength", "minimum", "maximum", "minItems",
-         "maxItems", "format", "default")
+_CEL_TYPE = {
+    "string": "string",
+    "integer": "int",
+    "number": "double",
+    "boolean": "bool",
+    "array": "list",
+    "object": "map",
+}
+_KEEP = (
+    "description",
+    "type",
+    "enum",
+    "pattern",
+    "minLength",
+    "maxLength",
+    "minimum",
+    "maximum",
+    "minItems",
+    "maxItems",
+    "format",
+    "default",
+)
 
 
 def _resolve(node: Any, defs: dict[str, Any]) -> Any:
@@ -52,8 +70,11 @@ def _structural(node: dict[str, Any]) -> dict[str, Any]:
             return out
         types = sorted({_CEL_TYPE[o.get("type", "object")] for o in options})
         rule = " || ".join(f"type(self) == {t}" for t in types)
-        return {**desc, "x-kubernetes-preserve-unknown-fields": True,
-                "x-kubernetes-validations": [{"rule": rule, "message": f"must be one of: {', '.join(types)}"}]}
+        return {
+            **desc,
+            "x-kubernetes-preserve-unknown-fields": True,
+            "x-kubernetes-validations": [{"rule": rule, "message": f"must be one of: {', '.join(types)}"}],
+        }
     if "const" in node:
         return {**desc, "type": "string", "enum": [node["const"]]}
     kind = node.get("type")
@@ -86,26 +107,34 @@ def _immutable_rule(spec_schema: dict[str, Any], mutable: set[str]) -> dict[str,
         if name in spec_schema.get("required", []):
             parts.append(f"self.{name} == oldSelf.{name}")
         else:
-            parts.append(f"(has(self.{name}) ? has(oldSelf.{name}) && self.{name} == oldSelf.{name} : "
-                         f"!has(oldSelf.{name}))")
-    return {"rule": " && ".join(parts),
-            "message": f"spec is immutable once the run exists; only {', '.join(sorted(mutable))} may change"}
+            parts.append(
+                f"(has(self.{name}) ? has(oldSelf.{name}) && self.{name} == oldSelf.{name} : "
+                f"!has(oldSelf.{name}))"
+            )
+    return {
+        "rule": " && ".join(parts),
+        "message": f"spec is immutable once the run exists; only {', '.join(sorted(mutable))} may change",
+    }
 
 
 def pipelinerun_crd() -> dict[str, Any]:
     spec = structural_schema(PipelineRunSpec)
     spec["x-kubernetes-validations"] = [
         _immutable_rule(spec, {"cancel", "rerun"}),
-        {"rule": "!has(self.aggregate) || size(self.aggregate) == 0 || has(self.transform)",
-         "message": "aggregate reads the transform's output table: add spec.transform"},
+        {
+            "rule": "!has(self.aggregate) || size(self.aggregate) == 0 || has(self.transform)",
+            "message": "aggregate reads the transform's output table: add spec.transform",
+        },
     ]
     metric = spec["properties"]["aggregate"]["items"]["properties"]["metrics"]["items"]
     metric["x-kubernetes-validations"] = [
         {"rule": "!(has(self.column) && has(self.expr))", "message": "give 'column' or 'expr', not both"},
-        {"rule": "has(self.column) || has(self.expr) || self.agg == 'count'",
-         "message": "this agg needs 'column' or 'expr'"},
+        {
+            "rule": "has(self.column) || has(self.expr) || self.agg == 'count'",
+            "message": "this agg needs 'column' or 'expr'",
+        },
     ]
-    columns = [
+    columns: list[dict[str, Any]] = [
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
         {"name": "Stage", "type": "string", "jsonPath": ".status.currentStage"},
         {"name": "Rows", "type": "integer", "jsonPath": ".status.rows"},
@@ -119,10 +148,12 @@ def pipelinerun_crd() -> dict[str, Any]:
 def ingestionsource_crd() -> dict[str, Any]:
     spec = structural_schema(IngestionSourceSpec)
     spec["x-kubernetes-validations"] = [
-        {"rule": "has(self.files) || has(self.consolidation)",
-         "message": "an IngestionSource needs spec.files, spec.consolidation, or both"},
+        {
+            "rule": "has(self.files) || has(self.consolidation)",
+            "message": "an IngestionSource needs spec.files, spec.consolidation, or both",
+        },
     ]
-    columns = [
+    columns: list[dict[str, Any]] = [
         {"name": "Suspended", "type": "boolean", "jsonPath": ".spec.suspend"},
         {"name": "Active", "type": "integer", "jsonPath": ".status.activeRuns"},
         {"name": "Last Cycle", "type": "date", "jsonPath": ".status.lastCycle.time"},
@@ -133,8 +164,9 @@ def ingestionsource_crd() -> dict[str, Any]:
     return _crd("IngestionSource", "ingestionsources", ["dis"], spec, columns)
 
 
-def _crd(kind: str, plural: str, short: list[str], spec: dict[str, Any],
-         columns: list[dict[str, Any]]) -> dict[str, Any]:
+def _crd(
+    kind: str, plural: str, short: list[str], spec: dict[str, Any], columns: list[dict[str, Any]]
+) -> dict[str, Any]:
     schema = {
         "type": "object",
         "required": ["spec"],
@@ -150,18 +182,31 @@ def _crd(kind: str, plural: str, short: list[str], spec: dict[str, Any],
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.{GROUP}", "labels": {"app.kubernetes.io/part-of": "dataops-operator"}},
+        "metadata": {
+            "name": f"{plural}.{GROUP}",
+            "labels": {"app.kubernetes.io/part-of": "dataops-operator"},
+        },
         "spec": {
             "group": GROUP,
             "scope": "Namespaced",
-            "names": {"kind": kind, "listKind": f"{kind}List", "plural": plural, "singular": kind.lower(),
-                      "shortNames": short, "categories": [CATEGORY]},
-            "versions": [{
-                "name": VERSION, "served": True, "storage": True,
-                "subresources": {"status": {}},
-                "additionalPrinterColumns": columns,
-                "schema": {"openAPIV3Schema": schema},
-            }],
+            "names": {
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": kind.lower(),
+                "shortNames": short,
+                "categories": [CATEGORY],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": columns,
+                    "schema": {"openAPIV3Schema": schema},
+                }
+            ],
         },
     }
 
@@ -170,9 +215,10 @@ def render_all() -> dict[str, str]:
     """File name -> YAML text of every CRD."""
     header = "# Generated from controller/spec.py by `python -m controller.crd crds/`: do not edit.\n"
     return {
-        "pipelineruns.dataops.io.yaml": header + yaml.safe_dump(pipelinerun_crd(), sort_keys=False, width=120),
-        "ingestionsources.dataops.io.yaml": header + yaml.safe_dump(ingestionsource_crd(), sort_keys=False,
-                                                                     width=120),
+        "pipelineruns.dataops.io.yaml": header
+        + yaml.safe_dump(pipelinerun_crd(), sort_keys=False, width=120),
+        "ingestionsources.dataops.io.yaml": header
+        + yaml.safe_dump(ingestionsource_crd(), sort_keys=False, width=120),
     }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlglot
 from sqlglot import exp
@@ -15,7 +16,7 @@ from sqlglot.errors import ParseError
 
 READ_DIALECT = "bigquery"
 
-_FORBIDDEN: tuple[type[exp.Expression], ...] = (
+_FORBIDDEN: tuple[type[Any], ...] = (
     exp.Subquery,
     exp.Select,
     exp.Union,

@@ -25,10 +25,12 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event(*RUNS)
-async def run_changed(body: kopf.Body, memo: kopf.Memo, type: str | None, **_: Any) -> None:  # noqa: A002
+async def run_changed(body: kopf.Body, memo: kopf.Memo, type: str | None, **_: Any) -> None:
     if type == "DELETED":
         return
-    await operator.reconcile(memo.rt, body.metadata.namespace or "default", body.metadata.name or "", dict(body))
+    await operator.reconcile(
+        memo.rt, body.metadata.namespace or "default", body.metadata.name or "", dict(body)
+    )
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_RUN: kopf.PRESENT})
@@ -38,8 +40,12 @@ async def stage_job_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         await operator.reconcile(memo.rt, body.metadata.namespace or "default", run, None)
 
 
-@kopf.timer(*RUNS, interval=60.0, idle=30.0,
-            when=lambda status, **_: status.get("phase") not in ("Succeeded", "Failed", "Cancelled"))
+@kopf.timer(
+    *RUNS,
+    interval=60.0,
+    idle=30.0,
+    when=lambda status, **_: status.get("phase") not in ("Succeeded", "Failed", "Cancelled"),
+)
 async def resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     await operator.reconcile(memo.rt, body.metadata.namespace or "default", body.metadata.name or "", None)
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from lightkube import AsyncClient, ApiError
+import httpx2 as httpx
+from lightkube import ApiError, AsyncClient
 from lightkube.config.kubeconfig import KubeConfig
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.types import PatchType
@@ -64,7 +65,7 @@ class Kube:
         """In a pod: its service account; elsewhere: $KUBECONFIG or ~/.kube/config."""
         path = os.environ.get("KUBECONFIG")
         config = KubeConfig.from_file(path) if path else KubeConfig.from_env()
-        return cls(AsyncClient(config=config, field_manager="dataops-operator", timeout=30))
+        return cls(AsyncClient(config=config, field_manager="dataops-operator", timeout=httpx.Timeout(30.0)))
 
     async def close(self) -> None:
         await self.client.close()
@@ -74,8 +75,9 @@ class Kube:
         kind = _KINDS[manifest["kind"]]
         meta = manifest["metadata"]
         try:
-            made = await self.client.create(kind.from_dict(manifest) if hasattr(kind, "from_dict") else manifest,
-                                            namespace=meta.get("namespace"))
+            made = await self.client.create(  # type: ignore[call-overload]
+                kind.from_dict(manifest), namespace=meta.get("namespace")
+            )
             return _as_dict(made), True
         except Exception as exc:  # lightkube raises ApiError, or the HTTP error when the body is no Status
             if _error(exc).status != 409:
@@ -90,36 +92,43 @@ class Kube:
                 return None
             raise _error(exc) from None
 
-    async def list(self, kind: str, namespace: str | None, labels: dict[str, str]) -> list[dict[str, Any]]:
+    async def list(self, kind: str, namespace: str | None, labels: dict[str, Any]) -> list[dict[str, Any]]:
         try:
-            return [_as_dict(o) async for o in self.client.list(_KINDS[kind], namespace=namespace or "*",
-                                                                 labels=labels)]
+            return [
+                _as_dict(o)
+                async for o in self.client.list(_KINDS[kind], namespace=namespace or "*", labels=labels)
+            ]
         except ApiError as exc:
             raise _error(exc) from None
 
     async def delete(self, kind: str, name: str, namespace: str | None) -> bool:
         """Delete with background propagation (its pods go too); False if it was already gone."""
         try:
-            await self.client.delete(_KINDS[kind], name, namespace=namespace,
-                                     cascade=_background())
+            await self.client.delete(_KINDS[kind], name, namespace=namespace, cascade=_background())
             return True
         except ApiError as exc:
             if exc.status.code == 404:
                 return False
             raise _error(exc) from None
 
-    async def patch_status(self, kind: str, name: str, namespace: str, status: dict[str, Any]) -> dict[str, Any]:
+    async def patch_status(
+        self, kind: str, name: str, namespace: str, status: dict[str, Any]
+    ) -> dict[str, Any]:
         try:
-            obj = await self.client.patch(_KINDS[kind].Status, name, {"status": status}, namespace=namespace,
-                                          patch_type=PatchType.MERGE)
+            obj = await self.client.patch(
+                _KINDS[kind].Status, name, {"status": status}, namespace=namespace, patch_type=PatchType.MERGE
+            )
             return _as_dict(obj)
         except ApiError as exc:
             raise _error(exc) from None
 
     async def patch(self, kind: str, name: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         try:
-            return _as_dict(await self.client.patch(_KINDS[kind], name, body, namespace=namespace,
-                                                    patch_type=PatchType.MERGE))
+            return _as_dict(
+                await self.client.patch(
+                    _KINDS[kind], name, body, namespace=namespace, patch_type=PatchType.MERGE
+                )
+            )
         except ApiError as exc:
             raise _error(exc) from None
 
@@ -136,4 +145,4 @@ def _as_dict(obj: Any) -> dict[str, Any]:
     return obj.to_dict()  # type: ignore[no-any-return]
 
 
-__all__ = ["Kube", "KubeError", "PipelineRunResource", "IngestionSourceResource"]
+__all__ = ["IngestionSourceResource", "Kube", "KubeError", "PipelineRunResource"]

@@ -20,6 +20,7 @@ from typing import Any
 from controller import status as status_codec
 from controller.planner import (
     Outcome,
+    OutcomeKind,
     RecordEvent,
     RunStatus,
     StageRows,
@@ -121,24 +122,40 @@ class LocalRun:
         result_file = stage_dir / "result.json"
         result_file.unlink(missing_ok=True)
         started_at = (status.start_time or self.clock()).isoformat(timespec="seconds")
-        cmd = [sys.executable, "-m", "beam.stages", start.stage, "--spec", str(self.spec_path),
-               "--workdir", str(self.workdir), "--started-at", started_at, "--result-file", str(result_file),
-               *self.extra_args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "beam.stages",
+            start.stage,
+            "--spec",
+            str(self.spec_path),
+            "--workdir",
+            str(self.workdir),
+            "--started-at",
+            started_at,
+            "--result-file",
+            str(result_file),
+            *self.extra_args,
+        ]
         self.on_event(StageEvent(kind="started", stage=start.stage, attempt=start.attempt))
         t0 = time.monotonic()
         timeout = max((deadline - self.clock()).total_seconds(), 0.1) if deadline else None
         log_path = stage_dir / "stage.log"
         with open(log_path, "w", encoding="utf-8") as log:
             try:
-                proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=timeout, check=False,
-                                      env=_child_env())
+                proc = subprocess.run(
+                    cmd, stdout=log, stderr=subprocess.STDOUT, timeout=timeout, check=False, env=_child_env()
+                )
                 code = proc.returncode
             except subprocess.TimeoutExpired:
                 code = None
         seconds = time.monotonic() - t0
         outcome = _outcome_of(start, code, result_file, log_path)
-        self.on_event(StageEvent(kind="finished", stage=start.stage, attempt=start.attempt, outcome=outcome,
-                                 seconds=seconds))
+        self.on_event(
+            StageEvent(
+                kind="finished", stage=start.stage, attempt=start.attempt, outcome=outcome, seconds=seconds
+            )
+        )
         return outcome
 
 
@@ -156,17 +173,35 @@ def _outcome_of(start: StartStage, code: int | None, result_file: Path, log_path
         result = json.loads(result_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
-        kind = "infra" if code < 0 else "app"
-        return Outcome(start.stage, start.attempt, kind,
-                       message=f"exited with status {code} and no result: {' | '.join(tail)}", reason="NoResult")
-    rows = StageRows(int(result.get("rows_in", 0)), int(result.get("rows_out", 0)),
-                     int(result.get("rows_rejected", 0)))
+        kind: OutcomeKind = "infra" if code < 0 else "app"
+        return Outcome(
+            start.stage,
+            start.attempt,
+            kind,
+            message=f"exited with status {code} and no result: {' | '.join(tail)}",
+            reason="NoResult",
+        )
+    rows = StageRows(
+        int(result.get("rows_in", 0)), int(result.get("rows_out", 0)), int(result.get("rows_rejected", 0))
+    )
     if code == 0:
-        return Outcome(start.stage, start.attempt, "succeeded", message=result.get("message", ""),
-                       rows=rows, tables=tuple(result.get("tables", ())))
-    kind = "bad_input" if code == EXIT_BAD_INPUT else "app"
-    return Outcome(start.stage, start.attempt, kind, message=result.get("message", ""),
-                   reason=result.get("reason", ""), rows=rows)
+        return Outcome(
+            start.stage,
+            start.attempt,
+            "succeeded",
+            message=result.get("message", ""),
+            rows=rows,
+            tables=tuple(result.get("tables", ())),
+        )
+    failed: OutcomeKind = "bad_input" if code == EXIT_BAD_INPUT else "app"
+    return Outcome(
+        start.stage,
+        start.attempt,
+        failed,
+        message=result.get("message", ""),
+        reason=result.get("reason", ""),
+        rows=rows,
+    )
 
 
 def _resume_from_failure(fresh: RunStatus, old: RunStatus) -> RunStatus:
@@ -174,4 +209,4 @@ def _resume_from_failure(fresh: RunStatus, old: RunStatus) -> RunStatus:
     kept = []
     for new, prev in zip(fresh.stages, old.stages, strict=False):
         kept.append(prev if prev.name == new.name and prev.state == "Succeeded" else new)
-    return replace(fresh, stages=tuple(kept) + fresh.stages[len(kept):])
+    return replace(fresh, stages=tuple(kept) + fresh.stages[len(kept) :])

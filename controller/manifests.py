@@ -37,8 +37,14 @@ def job_name(run: str, stage: str, attempt: int) -> str:
 
 def owner_reference(obj: dict[str, Any]) -> dict[str, Any]:
     meta = obj["metadata"]
-    return {"apiVersion": obj.get("apiVersion", API_VERSION), "kind": obj.get("kind", "PipelineRun"),
-            "name": meta["name"], "uid": meta.get("uid", ""), "controller": True, "blockOwnerDeletion": True}
+    return {
+        "apiVersion": obj.get("apiVersion", API_VERSION),
+        "kind": obj.get("kind", "PipelineRun"),
+        "name": meta["name"],
+        "uid": meta.get("uid", ""),
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
 
 
 def stage_labels(run: str, stage: str, attempt: int) -> dict[str, str]:
@@ -57,16 +63,25 @@ def stage_labels(run: str, stage: str, attempt: int) -> dict[str, str]:
 def run_document(run: dict[str, Any]) -> str:
     """What a stage pod reads as its spec: the run's identity and spec, as JSON."""
     meta = run["metadata"]
-    return json.dumps({
-        "apiVersion": API_VERSION, "kind": "PipelineRun",
-        "metadata": {"name": meta["name"], "namespace": meta.get("namespace", "default"),
-                     "generation": meta.get("generation", 1)},
-        "spec": run["spec"],
-    }, separators=(",", ":"), sort_keys=True)
+    return json.dumps(
+        {
+            "apiVersion": API_VERSION,
+            "kind": "PipelineRun",
+            "metadata": {
+                "name": meta["name"],
+                "namespace": meta.get("namespace", "default"),
+                "generation": meta.get("generation", 1),
+            },
+            "spec": run["spec"],
+        },
+        separators=(",", ":"),
+        sort_keys=True,
+    )
 
 
-def build_stage_job(run: dict[str, Any], stage: str, attempt: int, started_at: str,
-                    settings: Settings) -> dict[str, Any]:
+def build_stage_job(
+    run: dict[str, Any], stage: str, attempt: int, started_at: str, settings: Settings
+) -> dict[str, Any]:
     """The Job that runs one attempt of one stage of a run."""
     meta = run["metadata"]
     name = job_name(meta["name"], stage, attempt)
@@ -78,14 +93,26 @@ def build_stage_job(run: dict[str, Any], stage: str, attempt: int, started_at: s
         "image": settings.worker_image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": [settings.python, "-m", "beam.stages"],
-        "args": [stage, "--spec", f"env:{RUN_ENV}", "--workdir", settings.workdir, "--started-at", started_at,
-                 "--result-file", TERMINATION_LOG],
+        "args": [
+            stage,
+            "--spec",
+            f"env:{RUN_ENV}",
+            "--workdir",
+            settings.workdir,
+            "--started-at",
+            started_at,
+            "--result-file",
+            TERMINATION_LOG,
+        ],
         "env": env,
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {
-            "runAsNonRoot": True, "readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"},
+            "runAsNonRoot": True,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
         },
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }

@@ -16,8 +16,15 @@ from typing import Any
 from controller.planner import Outcome, StageRows
 
 EXIT_BAD_INPUT = 65
-IMAGE_ERRORS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
-                          "CreateContainerConfigError"})
+IMAGE_ERRORS = frozenset(
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "ErrImageNeverPull",
+        "CreateContainerConfigError",
+    }
+)
 
 
 def _conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -35,8 +42,11 @@ def _result(message: str | None) -> dict[str, Any]:
 
 
 def _rows(result: dict[str, Any]) -> StageRows:
-    return StageRows(int(result.get("rows_in", 0) or 0), int(result.get("rows_out", 0) or 0),
-                     int(result.get("rows_rejected", 0) or 0))
+    return StageRows(
+        int(result.get("rows_in", 0) or 0),
+        int(result.get("rows_out", 0) or 0),
+        int(result.get("rows_rejected", 0) or 0),
+    )
 
 
 def _terminated(pod: dict[str, Any]) -> dict[str, Any] | None:
@@ -58,7 +68,9 @@ def _waiting_reason(pod: dict[str, Any]) -> str | None:
 def _disrupted(pod: dict[str, Any]) -> str | None:
     status = pod.get("status") or {}
     if status.get("reason") in ("Evicted", "Preempting", "NodeLost", "Shutdown", "Terminated"):
-        return f"pod {pod['metadata']['name']} {status['reason'].lower()}: {status.get('message', '')}".strip()
+        return (
+            f"pod {pod['metadata']['name']} {status['reason'].lower()}: {status.get('message', '')}".strip()
+        )
     cond = _conditions(pod).get("DisruptionTarget")
     if cond and cond.get("status") == "True":
         return f"pod {pod['metadata']['name']} disrupted ({cond.get('reason', '')})"
@@ -69,19 +81,42 @@ def _parse_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
 
-def outcome_of(stage: str, attempt: int, job: dict[str, Any] | None, pods: list[dict[str, Any]],
-               now: datetime, image_grace_seconds: int) -> Outcome:
+def outcome_of(
+    stage: str,
+    attempt: int,
+    job: dict[str, Any] | None,
+    pods: list[dict[str, Any]],
+    now: datetime,
+    image_grace_seconds: int,
+) -> Outcome:
     """The outcome of one stage attempt, from its Job (None if absent) and the Job's pods."""
     if job is None:
-        return Outcome(stage, attempt, "infra", message=f"the Job of {stage} attempt {attempt} vanished",
-                       reason="JobVanished")
+        return Outcome(
+            stage,
+            attempt,
+            "infra",
+            message=f"the Job of {stage} attempt {attempt} vanished",
+            reason="JobVanished",
+        )
     conds = _conditions(job)
-    if conds.get("Complete", {}).get("status") == "True" or conds.get("SuccessCriteriaMet", {}).get("status") == "True":
+    if (
+        conds.get("Complete", {}).get("status") == "True"
+        or conds.get("SuccessCriteriaMet", {}).get("status") == "True"
+    ):
         term = next((t for t in map(_terminated, pods) if t), None)
         result = _result(term.get("message") if term else None)
-        return Outcome(stage, attempt, "succeeded", message=str(result.get("message", "")),
-                       rows=_rows(result), tables=tuple(result.get("tables", ())))
-    failed = conds.get("Failed", {}).get("status") == "True" or conds.get("FailureTarget", {}).get("status") == "True"
+        return Outcome(
+            stage,
+            attempt,
+            "succeeded",
+            message=str(result.get("message", "")),
+            rows=_rows(result),
+            tables=tuple(result.get("tables", ())),
+        )
+    failed = (
+        conds.get("Failed", {}).get("status") == "True"
+        or conds.get("FailureTarget", {}).get("status") == "True"
+    )
     for pod in pods:
         disruption = _disrupted(pod)
         if disruption and (failed or (pod.get("status") or {}).get("phase") == "Failed"):
@@ -93,20 +128,40 @@ def outcome_of(stage: str, attempt: int, job: dict[str, Any] | None, pods: list[
         code = int(term.get("exitCode", 1))
         message = str(result.get("message") or f"exited with status {code} ({term.get('reason', '')})")
         if code == EXIT_BAD_INPUT:
-            return Outcome(stage, attempt, "bad_input", message=message,
-                           reason=str(result.get("reason") or "BadInput"), rows=_rows(result))
+            return Outcome(
+                stage,
+                attempt,
+                "bad_input",
+                message=message,
+                reason=str(result.get("reason") or "BadInput"),
+                rows=_rows(result),
+            )
         if code in (137, 143) and not result:
-            return Outcome(stage, attempt, "infra", message=f"container killed (exit {code})", reason="Killed")
-        return Outcome(stage, attempt, "app", message=message, reason=str(result.get("reason") or "StageFailed"),
-                       rows=_rows(result))
+            return Outcome(
+                stage, attempt, "infra", message=f"container killed (exit {code})", reason="Killed"
+            )
+        return Outcome(
+            stage,
+            attempt,
+            "app",
+            message=message,
+            reason=str(result.get("reason") or "StageFailed"),
+            rows=_rows(result),
+        )
     if failed:
         reason = conds.get("Failed", {}).get("reason", "")
-        return Outcome(stage, attempt, "infra", message=f"the pod of {stage} attempt {attempt} vanished ({reason})",
-                       reason="PodVanished")
+        return Outcome(
+            stage,
+            attempt,
+            "infra",
+            message=f"the pod of {stage} attempt {attempt} vanished ({reason})",
+            reason="PodVanished",
+        )
     for pod in pods:
         waiting = _waiting_reason(pod)
         created = _parse_time(pod["metadata"].get("creationTimestamp"))
         if waiting and created and (now - created).total_seconds() > image_grace_seconds:
-            return Outcome(stage, attempt, "infra", message=f"pod {pod['metadata']['name']}: {waiting}",
-                           reason=waiting)
+            return Outcome(
+                stage, attempt, "infra", message=f"pod {pod['metadata']['name']}: {waiting}", reason=waiting
+            )
     return Outcome(stage, attempt, "running")

@@ -29,8 +29,12 @@ FINALIZER = "dataops.io/finalizer"
 RECONCILES = Counter("dataops_reconciles_total", "PipelineRun reconciles", ["outcome"])
 TRANSITIONS = Counter("dataops_run_transitions_total", "PipelineRun phase transitions", ["phase"])
 RUNS_BY_PHASE = Gauge("dataops_runs", "PipelineRuns seen by this controller, by phase", ["phase"])
-STAGE_SECONDS = Histogram("dataops_stage_duration_seconds", "Stage durations", ["stage", "state"],
-                          buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200))
+STAGE_SECONDS = Histogram(
+    "dataops_stage_duration_seconds",
+    "Stage durations",
+    ["stage", "state"],
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200),
+)
 
 
 @dataclass
@@ -94,7 +98,7 @@ async def reconcile(rt: Runtime, namespace: str, name: str, body: dict[str, Any]
             rt.written[key] = written["metadata"]["resourceVersion"]
             _record_metrics(rt, key, result)
         for ev in result.events:
-            kopf.event(body, type=ev.type, reason=ev.reason, message=ev.message[:1000])
+            kopf.event(kopf.Body(body), type=ev.type, reason=ev.reason, message=ev.message[:1000])  # type: ignore[arg-type]
         _schedule(rt, namespace, name, result)
 
 
@@ -127,7 +131,12 @@ def _schedule(rt: Runtime, namespace: str, name: str, result: Reconciled) -> Non
 
 def _spawn(coro: Awaitable[None]) -> None:
     task = asyncio.ensure_future(coro)
-    task.add_done_callback(lambda t: t.exception() and log.warning("timed reconcile failed: %s", t.exception()))
+    task.add_done_callback(_log_failure)
+
+
+def _log_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("timed reconcile failed: %s", task.exception())
 
 
 def _forget(rt: Runtime, key: str) -> None:

@@ -291,15 +291,22 @@ def _apply_outcome(
 
 def _timeout(spec: PipelineRunSpec, status: RunStatus, now: datetime) -> tuple[str, str] | None:
     running = next((s for s in status.stages if s.state == "Running"), None)
-    if spec.timeouts.run_seconds and status.start_time is not None:
-        if now >= status.start_time + timedelta(seconds=spec.timeouts.run_seconds):
-            name = running.name if running else (status.current_stage or "")
-            return name, f"the run exceeded spec.timeouts.runSeconds={spec.timeouts.run_seconds}"
-    if running and spec.timeouts.stage_seconds and running.start_time is not None:
-        if now >= running.start_time + timedelta(seconds=spec.timeouts.stage_seconds):
-            return running.name, (
-                f"stage {running.name} exceeded spec.timeouts.stageSeconds={spec.timeouts.stage_seconds}"
-            )
+    if (
+        spec.timeouts.run_seconds
+        and status.start_time is not None
+        and now >= status.start_time + timedelta(seconds=spec.timeouts.run_seconds)
+    ):
+        name = running.name if running else (status.current_stage or "")
+        return name, f"the run exceeded spec.timeouts.runSeconds={spec.timeouts.run_seconds}"
+    if (
+        running
+        and spec.timeouts.stage_seconds
+        and running.start_time is not None
+        and now >= running.start_time + timedelta(seconds=spec.timeouts.stage_seconds)
+    ):
+        return running.name, (
+            f"stage {running.name} exceeded spec.timeouts.stageSeconds={spec.timeouts.stage_seconds}"
+        )
     return None
 
 

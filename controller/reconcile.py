@@ -33,7 +33,9 @@ class Reconciled:
 
 
 def _invalid(body: dict[str, Any], message: str, now: datetime) -> Reconciled:
-    status = RunStatus(phase="Failed", reason="InvalidSpec", message=message, start_time=now, completion_time=now)
+    status = RunStatus(
+        phase="Failed", reason="InvalidSpec", message=message, start_time=now, completion_time=now
+    )
     generation = int(body["metadata"].get("generation", 1))
     doc = status_codec.to_dict(status, generation, now, body.get("status"))
     return Reconciled(doc, [RecordEvent("Warning", "InvalidSpec", message)])
@@ -61,15 +63,31 @@ def _resume(status: RunStatus, body: dict[str, Any], spec: PipelineRunSpec) -> R
     for s in status.stages:
         if s.state != "Succeeded" or seen_failure:
             seen_failure = True
-            s = replace(s, state="Pending", attempt=s.attempt, app_failures=0, infra_failures=0, retry_after=None,
-                        completion_time=None, message="", reason="")
+            s = replace(
+                s,
+                state="Pending",
+                attempt=s.attempt,
+                app_failures=0,
+                infra_failures=0,
+                retry_after=None,
+                completion_time=None,
+                message="",
+                reason="",
+            )
         stages.append(s)
-    return replace(status, phase="Pending", stages=tuple(stages), completion_time=None, reason="Rerun",
-                   message=f"re-run {spec.rerun} from the failed stage")
+    return replace(
+        status,
+        phase="Pending",
+        stages=tuple(stages),
+        completion_time=None,
+        reason="Rerun",
+        message=f"re-run {spec.rerun} from the failed stage",
+    )
 
 
-async def _observe(kube: Kube, namespace: str, name: str, status: RunStatus, now: datetime,
-                   settings: Settings) -> dict[str, Outcome]:
+async def _observe(
+    kube: Kube, namespace: str, name: str, status: RunStatus, now: datetime, settings: Settings
+) -> dict[str, Outcome]:
     observed: dict[str, Outcome] = {}
     for st in status.stages:
         if st.state != "Running":

@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 API_VERSION = "dataops.io/v1alpha1"
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -73,7 +81,7 @@ ONE_OR_MANY: dict[str, Any] = {
 }
 
 
-def _STRING_OR(model: type[BaseModel]) -> dict[str, Any]:  # noqa: N802 - reads as a type in annotations
+def _STRING_OR(model: type[BaseModel]) -> dict[str, Any]:
     """A field a user may write as a bare string or as the full object."""
     return {"anyOf": [{"type": "string"}, model.model_json_schema(by_alias=True)]}
 
@@ -348,8 +356,13 @@ class FilesWatch(Model):
     pattern: str = Field(default="*.csv", description="Glob on the object name below the prefix.")
     template: PipelineRunTemplate
     max_concurrent_runs: int = Field(default=2, ge=1, le=100, alias="maxConcurrentRuns")
-    poll_seconds: int = Field(default=60, ge=5, le=86400, alias="pollSeconds",
-                              description="How often the prefix is listed (the fallback to notifications).")
+    poll_seconds: int = Field(
+        default=60,
+        ge=5,
+        le=86400,
+        alias="pollSeconds",
+        description="How often the prefix is listed (the fallback to notifications).",
+    )
 
 
 class TableRef(Model):
@@ -370,8 +383,10 @@ class Join(TableRef):
     on: list[str] = Field(min_length=1)
     type: Literal["left", "inner"] = "left"
     columns: list[str] = Field(min_length=1)
-    cursor: str | None = Field(default=None, description="A joined row changing after its operation was merged "
-                                                          "re-merges that operation.")
+    cursor: str | None = Field(
+        default=None,
+        description="A joined row changing after its operation was merged re-merges that operation.",
+    )
 
 
 class Target(TableRef):
@@ -383,7 +398,9 @@ CRON = re.compile(r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\
 
 class Consolidation(Model):
     schedule: str = Field(description="Cron schedule of the consolidation cycles (five fields).")
-    time_zone: str | None = Field(default=None, alias="timeZone", description="IANA time zone of the schedule.")
+    time_zone: str | None = Field(
+        default=None, alias="timeZone", description="IANA time zone of the schedule."
+    )
     starting_deadline_seconds: int = Field(default=300, ge=10, alias="startingDeadlineSeconds")
     source: ConsolidationSource
     joins: list[Join] = Field(default_factory=list)
@@ -406,8 +423,13 @@ class IngestionSourceSpec(Model):
     suspend: bool = False
     files: FilesWatch | None = None
     consolidation: Consolidation | None = None
-    history_limit: int = Field(default=10, ge=0, le=1000, alias="historyLimit",
-                               description="Finished runs kept per outcome (succeeded, failed).")
+    history_limit: int = Field(
+        default=10,
+        ge=0,
+        le=1000,
+        alias="historyLimit",
+        description="Finished runs kept per outcome (succeeded, failed).",
+    )
 
     @model_validator(mode="after")
     def _something(self) -> IngestionSourceSpec:

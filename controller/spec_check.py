@@ -6,9 +6,9 @@ so a wrong spec fails at once and leaves no table behind.
 
 from __future__ import annotations
 
-from controller.expressions import ExpressionError, parse_expression
 from pathlib import Path
 
+from controller.expressions import ExpressionError, parse_expression
 from controller.spec import (
     PipelineRun,
     PipelineRunSpec,
@@ -31,7 +31,9 @@ def _known(name: str, columns: dict[str, str]) -> bool:
 def _check_names(path: str, names: list[str], columns: dict[str, str], problems: list[Problem]) -> None:
     for i, name in enumerate(names):
         if not _known(name, columns):
-            problems.append((f"{path}[{i}]", f"unknown column {name!r} (known: {', '.join(columns.values())})"))
+            problems.append(
+                (f"{path}[{i}]", f"unknown column {name!r} (known: {', '.join(columns.values())})")
+            )
 
 
 def _expr(path: str, sql: str, columns: dict[str, str], problems: list[Problem]) -> None:
@@ -54,7 +56,9 @@ def semantic_problems(spec: PipelineRunSpec) -> list[Problem]:
         for key in ("column_list",):
             for name in exp.kwargs.get(key, []) or []:
                 if isinstance(name, str) and not _known(name, cols):
-                    problems.append((f"spec.validate.expectations[{i}].kwargs.{key}", f"unknown column {name!r}"))
+                    problems.append(
+                        (f"spec.validate.expectations[{i}].kwargs.{key}", f"unknown column {name!r}")
+                    )
     t = spec.transform
     if t is None:
         return problems
@@ -64,8 +68,12 @@ def semantic_problems(spec: PipelineRunSpec) -> list[Problem]:
         if not _known(st.column, cols):
             problems.append((f"spec.transform.standardize[{i}].column", f"unknown column {st.column!r}"))
         elif (st.case or st.trim) and st.column.lower() not in string_cols:
-            problems.append((f"spec.transform.standardize[{i}]",
-                             f"column {st.column!r} is not a STRING: trim and case apply to text only"))
+            problems.append(
+                (
+                    f"spec.transform.standardize[{i}]",
+                    f"column {st.column!r} is not a STRING: trim and case apply to text only",
+                )
+            )
     for i, d in enumerate(t.derive):
         if _known(d.name, cols):
             problems.append((f"spec.transform.derive[{i}].name", f"column {d.name!r} already exists"))
@@ -81,25 +89,39 @@ def semantic_problems(spec: PipelineRunSpec) -> list[Problem]:
         for m in METADATA_COLUMNS:
             cols[m] = m
     if t.output.partition_by is not None:
-        _check_names("spec.transform.output.partitionBy.column", [t.output.partition_by.column], cols, problems)
+        _check_names(
+            "spec.transform.output.partitionBy.column", [t.output.partition_by.column], cols, problems
+        )
     _check_names("spec.transform.output.clusterBy", t.output.cluster_by, cols, problems)
     for i, agg in enumerate(spec.aggregate):
         _check_names(f"spec.aggregate[{i}].groupBy", agg.group_by, cols, problems)
         names = {g.lower() for g in agg.group_by}
-        for j, m in enumerate(agg.metrics):
+        for j, metric in enumerate(agg.metrics):
             path = f"spec.aggregate[{i}].metrics[{j}]"
-            if m.name.lower() in names:
-                problems.append((f"{path}.name", f"name {m.name!r} is used twice in this aggregate"))
-            names.add(m.name.lower())
-            if m.column is not None and not _known(m.column, cols):
-                problems.append((f"{path}.column", f"unknown column {m.column!r} (known: {', '.join(cols.values())})"))
-            if m.expr is not None:
-                _expr(f"{path}.expr", m.expr, cols, problems)
-    tables = [spec.load.table, f"{spec.load.table}_rejects", t.output.table, *(a.output.table for a in spec.aggregate)]
+            if metric.name.lower() in names:
+                problems.append((f"{path}.name", f"name {metric.name!r} is used twice in this aggregate"))
+            names.add(metric.name.lower())
+            if metric.column is not None and not _known(metric.column, cols):
+                problems.append(
+                    (
+                        f"{path}.column",
+                        f"unknown column {metric.column!r} (known: {', '.join(cols.values())})",
+                    )
+                )
+            if metric.expr is not None:
+                _expr(f"{path}.expr", metric.expr, cols, problems)
+    tables = [
+        spec.load.table,
+        f"{spec.load.table}_rejects",
+        t.output.table,
+        *(a.output.table for a in spec.aggregate),
+    ]
     seen: set[str] = set()
     for table in tables:
         if table.lower() in seen:
-            problems.append(("spec", f"table {table} is written twice by this run; give each output its own table"))
+            problems.append(
+                ("spec", f"table {table} is written twice by this run; give each output its own table")
+            )
         seen.add(table.lower())
     return problems
 

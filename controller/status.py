@@ -30,29 +30,44 @@ def _duration(start: datetime | None, end: datetime | None) -> float | None:
 
 def stage_to_dict(s: StageStatus) -> dict[str, Any]:
     return {
-        "name": s.name, "state": s.state, "attempt": s.attempt,
-        "appFailures": s.app_failures, "infraFailures": s.infra_failures,
-        "startTime": _ts(s.start_time), "completionTime": _ts(s.completion_time),
+        "name": s.name,
+        "state": s.state,
+        "attempt": s.attempt,
+        "appFailures": s.app_failures,
+        "infraFailures": s.infra_failures,
+        "startTime": _ts(s.start_time),
+        "completionTime": _ts(s.completion_time),
         "retryAfter": _ts(s.retry_after),
         "durationSeconds": _duration(s.start_time, s.completion_time),
-        "rowsIn": s.rows.rows_in, "rowsOut": s.rows.rows_out, "rowsRejected": s.rows.rows_rejected,
-        "tables": list(s.tables), "reason": s.reason, "message": s.message[:2000],
+        "rowsIn": s.rows.rows_in,
+        "rowsOut": s.rows.rows_out,
+        "rowsRejected": s.rows.rows_rejected,
+        "tables": list(s.tables),
+        "reason": s.reason,
+        "message": s.message[:2000],
     }
 
 
 def stage_from_dict(d: dict[str, Any]) -> StageStatus:
     return StageStatus(
-        name=d["name"], state=d.get("state", "Pending"), attempt=int(d.get("attempt", 0)),
-        app_failures=int(d.get("appFailures", 0)), infra_failures=int(d.get("infraFailures", 0)),
-        start_time=_parse_ts(d.get("startTime")), completion_time=_parse_ts(d.get("completionTime")),
-        retry_after=_parse_ts(d.get("retryAfter")), message=d.get("message", ""), reason=d.get("reason", ""),
+        name=d["name"],
+        state=d.get("state", "Pending"),
+        attempt=int(d.get("attempt", 0)),
+        app_failures=int(d.get("appFailures", 0)),
+        infra_failures=int(d.get("infraFailures", 0)),
+        start_time=_parse_ts(d.get("startTime")),
+        completion_time=_parse_ts(d.get("completionTime")),
+        retry_after=_parse_ts(d.get("retryAfter")),
+        message=d.get("message", ""),
+        reason=d.get("reason", ""),
         rows=StageRows(int(d.get("rowsIn", 0)), int(d.get("rowsOut", 0)), int(d.get("rowsRejected", 0))),
         tables=tuple(d.get("tables", ())),
     )
 
 
-def conditions(status: RunStatus, generation: int, now: datetime,
-               previous: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+def conditions(
+    status: RunStatus, generation: int, now: datetime, previous: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
     """Ready / Running / Failed conditions; lastTransitionTime moves only when a status flips."""
     terminal = status.phase in ("Succeeded", "Failed", "Cancelled")
     wanted = {
@@ -66,22 +81,32 @@ def conditions(status: RunStatus, generation: int, now: datetime,
         value = "True" if wanted[ctype] else "False"
         old = before.get(ctype)
         changed = old is None or old.get("status") != value
-        out.append({
-            "type": ctype, "status": value, "reason": status.reason or status.phase,
-            "message": status.message[:1000], "observedGeneration": generation,
-            "lastTransitionTime": _ts(now) if changed else old["lastTransitionTime"],  # type: ignore[index]
-        })
+        out.append(
+            {
+                "type": ctype,
+                "status": value,
+                "reason": status.reason or status.phase,
+                "message": status.message[:1000],
+                "observedGeneration": generation,
+                "lastTransitionTime": _ts(now) if changed else old["lastTransitionTime"],  # type: ignore[index]
+            }
+        )
     return out
 
 
-def to_dict(status: RunStatus, generation: int, now: datetime,
-            previous: dict[str, Any] | None = None) -> dict[str, Any]:
+def to_dict(
+    status: RunStatus, generation: int, now: datetime, previous: dict[str, Any] | None = None
+) -> dict[str, Any]:
     current = status.current_stage
     rows_out = next((s.rows.rows_out for s in reversed(status.stages) if s.state == "Succeeded"), 0)
     return {
-        "phase": status.phase, "reason": status.reason, "message": status.message[:2000],
-        "observedGeneration": generation, "currentStage": current or "",
-        "startTime": _ts(status.start_time), "completionTime": _ts(status.completion_time),
+        "phase": status.phase,
+        "reason": status.reason,
+        "message": status.message[:2000],
+        "observedGeneration": generation,
+        "currentStage": current or "",
+        "startTime": _ts(status.start_time),
+        "completionTime": _ts(status.completion_time),
         "durationSeconds": _duration(status.start_time, status.completion_time),
         "rows": rows_out,
         "stages": [stage_to_dict(s) for s in status.stages],
@@ -93,7 +118,10 @@ def from_dict(d: dict[str, Any] | None) -> RunStatus:
     if not d:
         return RunStatus()
     return RunStatus(
-        phase=d.get("phase", "Pending"), stages=tuple(stage_from_dict(s) for s in d.get("stages", [])),
-        start_time=_parse_ts(d.get("startTime")), completion_time=_parse_ts(d.get("completionTime")),
-        reason=d.get("reason", ""), message=d.get("message", ""),
+        phase=d.get("phase", "Pending"),
+        stages=tuple(stage_from_dict(s) for s in d.get("stages", [])),
+        start_time=_parse_ts(d.get("startTime")),
+        completion_time=_parse_ts(d.get("completionTime")),
+        reason=d.get("reason", ""),
+        message=d.get("message", ""),
     )

@@ -125,8 +125,9 @@ def _read_header(path: str, source: Source, encoding: str) -> list[str] | None:
     if first is None:
         return None
     if any("\ufffd" in h for h in first):
-        raise SourceError(f"{path}: row 1 (header): not valid {encoding}; set spec.source.encoding to the file's"
-                          " encoding")
+        raise SourceError(
+            f"{path}: row 1 (header): not valid {encoding}; set spec.source.encoding to the file's encoding"
+        )
     if first and first[0].startswith("\ufeff"):
         first[0] = first[0][1:]
     return first
@@ -261,7 +262,7 @@ class _FileReader:
             f"SELECT line - {offset} AS row, error_type, csv_line, error_message, column_idx FROM {rejects_t}"
             " ORDER BY line"
         ).fetchall()
-        for row, etype, text, msg, _ in errs:
+        for row, etype, _text, msg, _ in errs:
             if etype == "INVALID ENCODING":
                 raise SourceError(
                     f"{path}: row {row}: not valid {self.encoding}: {msg.split('.')[0]}; "
