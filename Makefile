@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 WORKDIR ?= work/demo
 
-.PHONY: demo test unit integration lint fmt bench clean venv
+.PHONY: demo test unit integration lint fmt bench clean venv tools
 
 venv: $(STAMP)
 
@@ -22,9 +22,13 @@ demo: $(STAMP)
 	$(VENV)/bin/dataops run examples/inventory/pipelinerun.yaml --workdir $(WORKDIR)
 	$(PY) examples/inventory/show.py --workdir $(WORKDIR)
 
-## test: lint, types, then every test
-test: $(STAMP) lint
+## test: lint, types, the tools the tests need (cached under ~/.cache/dataops), then every test
+test: $(STAMP) lint tools
 	$(PY) -m pytest -q
+
+## tools: checkov and hclfmt in their own cached venv (Terraform checks)
+tools:
+	bash tests/deploy/tools.sh
 
 unit: $(STAMP)
 	$(PY) -m pytest -q -m unit

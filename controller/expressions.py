@@ -63,7 +63,7 @@ class CheckedExpression:
         """DuckDB SQL with BigQuery's semantics where the engines differ.
 
         NUMERIC division: BigQuery keeps NUMERIC (rounded to 9 decimals), DuckDB would go to DOUBLE."""
-        tree = self.tree.copy()
+        tree = _json_like_bigquery(self.tree.copy())
         if self.types:
             for node in list(tree.find_all(exp.Div, exp.SafeDivide)):
                 if infer_type(node, self.types) == "NUMERIC":
@@ -159,6 +159,26 @@ def derive_order(derives: list[tuple[str, str]], base_columns: Iterable[str]) ->
 
 
 _NUMERIC_KINDS = {"NUMERIC", "INT64", "BIGNUMERIC"}
+
+
+def _json_like_bigquery(tree: exp.Expression) -> exp.Expression:
+    """BigQuery's JSON functions on a STRING return NULL for malformed JSON (DuckDB would raise), and
+    JSON_VALUE / JSON_EXTRACT_SCALAR return NULL for an object or array (DuckDB would return its text).
+    One bad cell must give the same answer on both engines, never fail the whole run."""
+
+    def rewrite(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.JSONExtractScalar):
+            doc, path = node.this.sql(dialect="duckdb"), node.expression.sql(dialect="duckdb")
+            text = (f"CASE WHEN json_valid({doc}) AND json_type({doc}, {path}) NOT IN ('OBJECT', 'ARRAY') "
+                    f"THEN json_extract_string({doc}, {path}) END")
+            return sqlglot.parse_one(text, read="duckdb")
+        if isinstance(node, exp.JSONExtract):
+            doc, path = node.this.sql(dialect="duckdb"), node.expression.sql(dialect="duckdb")
+            text = f"CASE WHEN json_valid({doc}) THEN CAST(json_extract({doc}, {path}) AS VARCHAR) END"
+            return sqlglot.parse_one(text, read="duckdb")
+        return node
+
+    return tree.transform(rewrite)
 
 
 def infer_type(node: exp.Expression, types: Mapping[str, str]) -> str | None:
