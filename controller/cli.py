@@ -180,3 +180,144 @@ def run(
 
 def main() -> None:
     app()
+
+
+@app.command()
+def check(
+    specs: Annotated[list[Path], typer.Argument(help="PipelineRun or IngestionSource YAML files")],
+) -> None:
+    """Check specs without running them: the CRD schema, every column name, every expression."""
+    problems = 0
+    for path in specs:
+        try:
+            found = check_file(path)
+        except SpecError as exc:
+            found = [(p, line, m) for p, line, m in exc.problems]
+        for yaml_path, line, message in found:
+            where = f"{path}:{line}" if line else str(path)
+            out.print(f"{where}: {yaml_path}: {message}", markup=False, highlight=False, soft_wrap=True)
+        problems += len(found)
+        if not found:
+            out.print(f"{path}: ok", markup=False, highlight=False)
+    if problems:
+        err.print(f"{problems} problem(s) in {len(specs)} file(s)")
+        raise typer.Exit(1)
+
+
+@app.command()
+def render(
+    spec: Annotated[Path, typer.Argument(help="PipelineRun YAML file")],
+    attempt: Annotated[int, typer.Option(help="The attempt number to render")] = 1,
+) -> None:
+    """Print the Kubernetes objects a run's stages would create, with the controller's settings."""
+    import os
+
+    import yaml
+
+    from controller.manifests import build_stage_job
+    from controller.settings import settings_from_env
+    from controller.stages import stages_of
+
+    try:
+        pipeline_run = load_checked(spec)
+    except SpecError as exc:
+        err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    body = {
+        "apiVersion": "dataops.io/v1alpha1",
+        "kind": "PipelineRun",
+        "metadata": {
+            "name": pipeline_run.metadata.name,
+            "namespace": pipeline_run.metadata.namespace,
+            "generation": pipeline_run.metadata.generation,
+            "uid": "<uid of the PipelineRun>",
+        },
+        "spec": pipeline_run.spec.model_dump(by_alias=True, exclude_defaults=True),
+    }
+    settings = settings_from_env(os.environ)
+    docs = [
+        build_stage_job(body, stage, attempt, "<run start time>", settings)
+        for stage in stages_of(pipeline_run.spec)
+    ]
+    sys.stdout.write(yaml.safe_dump_all(docs, sort_keys=False, width=120))
+
+
+@app.command()
+def controller(
+    namespace: Annotated[list[str], typer.Option("--namespace", "-n", help="Watch this namespace")] = [],  # noqa: B006
+    all_namespaces: Annotated[
+        bool, typer.Option("--all-namespaces", "-A", help="Watch every namespace")
+    ] = False,
+    standalone: Annotated[bool, typer.Option(help="No peering: for a single replica or a laptop")] = False,
+    liveness: Annotated[str, typer.Option(help="kopf's liveness endpoint")] = "http://0.0.0.0:8080/healthz",
+    metrics_port: Annotated[
+        int, typer.Option(help="Port of the Prometheus /metrics endpoint (0: off)")
+    ] = 9090,
+) -> None:
+    """Run the Kubernetes controller (kopf) for PipelineRuns and IngestionSources."""
+    import kopf
+    from prometheus_client import start_http_server
+
+    import controller.handlers  # noqa: F401 - registers the handlers
+
+    if not namespace and not all_namespaces:
+        err.print("give --namespace NS (repeatable) or --all-namespaces")
+        raise typer.Exit(2)
+    if metrics_port:
+        start_http_server(metrics_port)
+    kopf.configure(log_format=kopf.LogFormat.JSON if not sys.stderr.isatty() else kopf.LogFormat.PLAIN)
+    kopf.run(
+        clusterwide=all_namespaces, namespaces=namespace, standalone=standalone, liveness_endpoint=liveness
+    )
+
+
+def check_file(path: Path) -> list[tuple[str, int | None, str]]:
+    """Every problem of one spec file (all documents), as (YAML path, line, message)."""
+    from pydantic import ValidationError
+
+    from controller.spec import IngestionSource, line_of, parse_documents, path_to_loc
+    from controller.spec_check import semantic_problems
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return [("", None, f"cannot read: {exc}")]
+    problems: list[tuple[str, int | None, str]] = []
+    for doc, index in parse_documents(text, str(path)):
+        kind = doc.get("kind")
+        if kind == "PipelineRun":
+            from controller.spec import parse_pipelinerun
+
+            try:
+                run = parse_pipelinerun(doc, index, str(path))
+            except SpecError as exc:
+                problems += exc.problems
+                continue
+            problems += [(p, line_of(index, path_to_loc(p)), m) for p, m in semantic_problems(run.spec)]
+        elif kind == "IngestionSource":
+            try:
+                source = IngestionSource.model_validate(doc)
+            except ValidationError as exc:
+                for e in exc.errors():
+                    loc = tuple(e["loc"])
+                    problems.append((".".join(map(str, loc)), line_of(index, loc), e["msg"]))
+                continue
+            template = source.spec.files.template if source.spec.files else None
+            if template is not None:
+                problems += [
+                    (
+                        f"spec.files.template{p.removeprefix('spec')}",
+                        line_of(index, ("spec", "files", "template", *path_to_loc(p)[1:])),
+                        m,
+                    )
+                    for p, m in semantic_problems(template)
+                ]
+        else:
+            problems.append(
+                (
+                    "kind",
+                    line_of(index, ("kind",)),
+                    f"kind {kind!r} is not dataops.io's (PipelineRun, IngestionSource)",
+                )
+            )
+    return problems

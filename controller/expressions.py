@@ -169,13 +169,15 @@ def _json_like_bigquery(tree: exp.Expression) -> exp.Expression:
     def rewrite(node: exp.Expression) -> exp.Expression:
         if isinstance(node, exp.JSONExtractScalar):
             doc, path = node.this.sql(dialect="duckdb"), node.expression.sql(dialect="duckdb")
-            text = (f"CASE WHEN json_valid({doc}) AND json_type({doc}, {path}) NOT IN ('OBJECT', 'ARRAY') "
-                    f"THEN json_extract_string({doc}, {path}) END")
-            return sqlglot.parse_one(text, read="duckdb")
+            text = (
+                f"CASE WHEN json_valid({doc}) AND json_type({doc}, {path}) NOT IN ('OBJECT', 'ARRAY') "
+                f"THEN json_extract_string({doc}, {path}) END"
+            )
+            return sqlglot.parse_one(text, read="duckdb")  # type: ignore[return-value]
         if isinstance(node, exp.JSONExtract):
             doc, path = node.this.sql(dialect="duckdb"), node.expression.sql(dialect="duckdb")
             text = f"CASE WHEN json_valid({doc}) THEN CAST(json_extract({doc}, {path}) AS VARCHAR) END"
-            return sqlglot.parse_one(text, read="duckdb")
+            return sqlglot.parse_one(text, read="duckdb")  # type: ignore[return-value]
         return node
 
     return tree.transform(rewrite)

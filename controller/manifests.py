@@ -131,7 +131,7 @@ def build_stage_job(
         pod_spec["tolerations"] = settings.tolerations
     job_spec: dict[str, Any] = {
         "backoffLimit": 0,  # retries are the planner's, counted apart from infrastructure failures
-        "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
     }
     stage_seconds = (run["spec"].get("timeouts") or {}).get("stageSeconds")
     if stage_seconds:
