@@ -53,3 +53,18 @@ async def resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.delete(*RUNS)
 async def run_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     await operator.cleanup_run(memo.rt, body.metadata.namespace or "default", body.metadata.name or "")
+
+
+SOURCES = (GROUP, VERSION, "ingestionsources")
+
+
+@kopf.on.create(*SOURCES)
+@kopf.on.update(*SOURCES, field="spec")
+@kopf.on.resume(*SOURCES)
+async def source_changed(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **_: Any) -> None:
+    patch.status.update(await operator.reconcile_source(memo.rt, dict(body)))
+
+
+@kopf.daemon(*SOURCES, cancellation_timeout=10.0)
+async def source_loop(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any) -> None:
+    await operator.source_loop(memo.rt, body, stopped)

@@ -148,3 +148,136 @@ def build_stage_job(
         },
         "spec": job_spec,
     }
+
+
+SOURCE_ENV = "DATAOPS_SOURCE"
+ARGOCD_SAFE = {
+    # Created by the controller, not by Git: Argo CD neither prunes these nor calls the app OutOfSync.
+    "argocd.argoproj.io/compare-options": "IgnoreExtraneous",
+    "argocd.argoproj.io/sync-options": "Prune=false",
+}
+
+
+def source_document(source: dict[str, Any]) -> str:
+    meta = source["metadata"]
+    return json.dumps(
+        {
+            "apiVersion": API_VERSION,
+            "kind": "IngestionSource",
+            "metadata": {
+                "name": meta["name"],
+                "namespace": meta.get("namespace", "default"),
+                "generation": meta.get("generation", 1),
+            },
+            "spec": source["spec"],
+        },
+        separators=(",", ":"),
+        sort_keys=True,
+    )
+
+
+def cronjob_name(source: str) -> str:
+    return _short(source, 52 - len("-consolidate")) + "-consolidate"
+
+
+def build_consolidation_cronjob(source: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """The CronJob that runs one consolidation cycle per schedule tick, never two at once."""
+    meta, spec = source["metadata"], source["spec"]
+    cons = spec["consolidation"]
+    labels = {
+        "app.kubernetes.io/name": "dataops-consolidation",
+        "app.kubernetes.io/instance": _short(meta["name"], 63),
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "app.kubernetes.io/part-of": "dataops",
+        LABEL_SOURCE: _short(meta["name"], 63),
+    }
+    history = int(spec.get("historyLimit", 10))
+    container = {
+        "name": "consolidate",
+        "image": settings.worker_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": [settings.python, "-m", "beam.consolidation"],
+        "args": [f"env:{SOURCE_ENV}", "--workdir", settings.workdir, "--result-file", TERMINATION_LOG],
+        "env": [{"name": SOURCE_ENV, "value": source_document(source)}]
+        + [{"name": k, "value": v} for k, v in sorted(settings.extra_env.items())],
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {
+            "runAsNonRoot": True,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    if settings.stage_resources:
+        container["resources"] = settings.stage_resources
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "serviceAccountName": settings.stage_service_account,
+        "automountServiceAccountToken": False,
+        "containers": [container],
+        "volumes": [{"name": "tmp", "emptyDir": {}}],
+    }
+    if settings.node_selector:
+        pod_spec["nodeSelector"] = settings.node_selector
+    if settings.tolerations:
+        pod_spec["tolerations"] = settings.tolerations
+    cron: dict[str, Any] = {
+        "schedule": cons["schedule"],
+        "concurrencyPolicy": "Forbid",
+        "startingDeadlineSeconds": int(cons.get("startingDeadlineSeconds", 300)),
+        "suspend": bool(spec.get("suspend", False)),
+        "successfulJobsHistoryLimit": min(history, 100),
+        "failedJobsHistoryLimit": min(history, 100),
+        "jobTemplate": {
+            "metadata": {"labels": dict(labels)},
+            "spec": {
+                "backoffLimit": 0,
+                "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
+            },
+        },
+    }
+    if cons.get("timeZone"):
+        cron["timeZone"] = cons["timeZone"]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {
+            "name": cronjob_name(meta["name"]),
+            "namespace": meta.get("namespace", "default"),
+            "labels": labels,
+            "ownerReferences": [owner_reference(source)],
+        },
+        "spec": cron,
+    }
+
+
+def file_run_name(source: str, object_uri: str, object_generation: str) -> str:
+    """One name per object version: a file is never run twice, whatever restarts happen."""
+    digest = hashlib.sha256(f"{object_uri}#{object_generation}".encode()).hexdigest()[:12]
+    return f"{_short(source, 63 - 13)}-{digest}"
+
+
+def build_file_run(source: dict[str, Any], object_uri: str, object_generation: str) -> dict[str, Any]:
+    """The PipelineRun of one new object under an IngestionSource's prefix."""
+    meta = source["metadata"]
+    template = json.loads(json.dumps(source["spec"]["files"]["template"]))
+    template.setdefault("source", {})["uri"] = object_uri
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "PipelineRun",
+        "metadata": {
+            "name": file_run_name(meta["name"], object_uri, object_generation),
+            "namespace": meta.get("namespace", "default"),
+            "labels": {LABEL_SOURCE: _short(meta["name"], 63), "app.kubernetes.io/managed-by": MANAGED_BY},
+            "annotations": {
+                **ARGOCD_SAFE,
+                "dataops.io/object-uri": object_uri[:2000],
+                "dataops.io/object-generation": object_generation,
+            },
+            "ownerReferences": [{**owner_reference(source), "controller": True, "blockOwnerDeletion": False}],
+        },
+        "spec": template,
+    }

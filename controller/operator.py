@@ -161,3 +161,67 @@ def owner_run(job: dict[str, Any]) -> str | None:
         if ref.get("kind") == "PipelineRun" and ref.get("controller"):
             return str(ref["name"])
     return None
+
+
+async def reconcile_source(rt: Runtime, body: dict[str, Any]) -> dict[str, Any]:
+    """The CronJob of an IngestionSource, and the status that reports it."""
+    from controller import ingestion
+
+    spec = ingestion.parse_source_spec(body)
+    generation = int(body["metadata"].get("generation", 1))
+    if isinstance(spec, str):
+        kopf.event(kopf.Body(body), type="Warning", reason="InvalidSpec", message=spec[:1000])  # type: ignore[arg-type]
+        return {
+            "phase": "Failed",
+            "reason": "InvalidSpec",
+            "message": spec[:2000],
+            "observedGeneration": generation,
+        }
+    try:
+        cycle = await ingestion.reconcile_cronjob(body, spec, rt.kube, rt.settings)
+    except KubeError as exc:
+        if exc.temporary:
+            raise kopf.TemporaryError(str(exc), delay=exc.retry_after or 5) from None
+        raise
+    phase = "Suspended" if spec.suspend else "Active"
+    status: dict[str, Any] = {
+        "phase": phase,
+        "reason": phase,
+        "observedGeneration": generation,
+        "message": "suspended" if spec.suspend else "watching",
+    }
+    if cycle:
+        status["lastCycle"] = cycle
+    return status
+
+
+async def source_loop(rt: Runtime, body: Any, stopped: Any) -> None:
+    """Per IngestionSource: list its prefix for new objects, and refresh the last cycle, every poll."""
+    from controller import ingestion
+
+    while not stopped:
+        fresh = await rt.kube.get("IngestionSource", body.metadata.name, body.metadata.namespace)
+        if fresh is None:
+            return
+        spec = ingestion.parse_source_spec(fresh)
+        poll = 60.0
+        if not isinstance(spec, str):
+            update: dict[str, Any] = {}
+            try:
+                if spec.files is not None:
+                    poll = float(spec.files.poll_seconds)
+                    update["files"] = await ingestion.discover_files(fresh, spec, rt.kube, rt.clock())
+                if spec.consolidation is not None:
+                    cycle = await ingestion.last_cycle(rt.kube, body.metadata.namespace, body.metadata.name)
+                    if cycle:
+                        update["lastCycle"] = cycle
+                if update:
+                    update["activeRuns"] = (update.get("files") or {}).get("activeRuns", 0)
+                    await rt.kube.patch_status(
+                        "IngestionSource", body.metadata.name, body.metadata.namespace, update
+                    )
+            except ingestion.ListingError as exc:
+                kopf.event(kopf.Body(fresh), type="Warning", reason="ListingFailed", message=str(exc))  # type: ignore[arg-type]
+            except KubeError as exc:
+                log.warning("IngestionSource %s: %s", body.metadata.name, exc)
+        await stopped.wait(poll)

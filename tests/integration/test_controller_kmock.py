@@ -32,16 +32,27 @@ SPEC: dict[str, Any] = {
 
 
 @pytest.fixture
-async def cluster(kmock: kmock.KubernetesEmulator, tmp_path: Path,
-                  monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[kmock.KubernetesEmulator]:
-    for res, kind in [("dataops.io/v1alpha1/pipelineruns", "PipelineRun"), ("batch/v1/jobs", "Job"),
-                      ("v1/pods", "Pod"), ("v1/events", "Event"), ("v1/namespaces", "Namespace"),
-                      ("apiextensions.k8s.io/v1/customresourcedefinitions", "CustomResourceDefinition"),
-                      ("dataops.io/v1alpha1/ingestionsources", "IngestionSource")]:
-        kmock.resources[res] = {"kind": kind, "namespaced": kind not in ("Namespace", "CustomResourceDefinition"),
-                                "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"]}
+async def cluster(
+    kmock: kmock.KubernetesEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[kmock.KubernetesEmulator]:
+    for res, kind in [
+        ("dataops.io/v1alpha1/pipelineruns", "PipelineRun"),
+        ("batch/v1/jobs", "Job"),
+        ("v1/pods", "Pod"),
+        ("v1/events", "Event"),
+        ("v1/namespaces", "Namespace"),
+        ("apiextensions.k8s.io/v1/customresourcedefinitions", "CustomResourceDefinition"),
+        ("dataops.io/v1alpha1/ingestionsources", "IngestionSource"),
+    ]:
+        kmock.resources[res] = {
+            "kind": kind,
+            "namespaced": kind not in ("Namespace", "CustomResourceDefinition"),
+            "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"],
+        }
     config = {
-        "apiVersion": "v1", "kind": "Config", "current-context": "kmock",
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "kmock",
         "clusters": [{"name": "kmock", "cluster": {"server": str(kmock.url).rstrip("/")}}],
         "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "u", "namespace": "default"}}],
         "users": [{"name": "u", "user": {"token": "test"}}],
@@ -71,14 +82,27 @@ async def get_json(k: kmock.KubernetesEmulator, url: str) -> dict[str, Any] | No
 
 async def finish_job(k: kmock.KubernetesEmulator, name: str, exit_code: int, result: dict[str, Any]) -> None:
     """What the Job controller and the kubelet would write when the stage's process ends."""
-    pod = {"apiVersion": "v1", "kind": "Pod",
-           "metadata": {"name": f"{name}-pod", "namespace": "default", "labels": {"job-name": name}},
-           "status": {"phase": "Succeeded" if exit_code == 0 else "Failed", "containerStatuses": [
-               {"name": "stage", "state": {"terminated": {"exitCode": exit_code, "message": json.dumps(result)}}}]}}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": f"{name}-pod", "namespace": "default", "labels": {"job-name": name}},
+        "status": {
+            "phase": "Succeeded" if exit_code == 0 else "Failed",
+            "containerStatuses": [
+                {
+                    "name": "stage",
+                    "state": {"terminated": {"exitCode": exit_code, "message": json.dumps(result)}},
+                }
+            ],
+        },
+    }
     await k.post(PODS, json=pod)
     condition = "Complete" if exit_code == 0 else "Failed"
-    await k.patch(f"{JOBS}/{name}/status", json={"status": {"conditions": [{"type": condition, "status": "True"}]}},
-                  headers={"Content-Type": "application/merge-patch+json"})
+    await k.patch(
+        f"{JOBS}/{name}/status",
+        json={"status": {"conditions": [{"type": condition, "status": "True"}]}},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
 
 
 def operator() -> KopfRunner:
@@ -86,8 +110,15 @@ def operator() -> KopfRunner:
 
 
 async def test_a_run_goes_through_its_stages_one_job_each(cluster: kmock.KubernetesEmulator) -> None:
-    await cluster.post(RUNS, json={"apiVersion": "dataops.io/v1alpha1", "kind": "PipelineRun",
-                                   "metadata": {"name": "demo", "namespace": "default", "uid": "u1", "resourceVersion": "1"}, "spec": SPEC})
+    await cluster.post(
+        RUNS,
+        json={
+            "apiVersion": "dataops.io/v1alpha1",
+            "kind": "PipelineRun",
+            "metadata": {"name": "demo", "namespace": "default", "uid": "u1", "resourceVersion": "1"},
+            "spec": SPEC,
+        },
+    )
     with operator() as runner:
         job = await wait_for(lambda: get_json(cluster, f"{JOBS}/demo-validate-1"))
         assert job["spec"]["template"]["spec"]["containers"][0]["args"][0] == "validate"
@@ -111,11 +142,20 @@ async def test_a_run_goes_through_its_stages_one_job_each(cluster: kmock.Kuberne
 
 
 async def test_bad_input_fails_the_run_without_a_second_attempt(cluster: kmock.KubernetesEmulator) -> None:
-    await cluster.post(RUNS, json={"apiVersion": "dataops.io/v1alpha1", "kind": "PipelineRun",
-                                   "metadata": {"name": "bad", "namespace": "default", "uid": "u2", "resourceVersion": "1"}, "spec": SPEC})
+    await cluster.post(
+        RUNS,
+        json={
+            "apiVersion": "dataops.io/v1alpha1",
+            "kind": "PipelineRun",
+            "metadata": {"name": "bad", "namespace": "default", "uid": "u2", "resourceVersion": "1"},
+            "spec": SPEC,
+        },
+    )
     with operator():
         await wait_for(lambda: get_json(cluster, f"{JOBS}/bad-validate-1"))
-        await finish_job(cluster, "bad-validate-1", 65, {"message": "data.csv: row 3: abc", "reason": "RowsRejected"})
+        await finish_job(
+            cluster, "bad-validate-1", 65, {"message": "data.csv: row 3: abc", "reason": "RowsRejected"}
+        )
 
         async def failed() -> dict[str, Any] | None:
             run = await get_json(cluster, f"{RUNS}/bad")
@@ -127,20 +167,37 @@ async def test_bad_input_fails_the_run_without_a_second_attempt(cluster: kmock.K
 
 
 async def test_an_application_failure_is_retried_with_a_new_job(cluster: kmock.KubernetesEmulator) -> None:
-    await cluster.post(RUNS, json={"apiVersion": "dataops.io/v1alpha1", "kind": "PipelineRun",
-                                   "metadata": {"name": "flaky", "namespace": "default", "uid": "u3", "resourceVersion": "1"}, "spec": SPEC})
+    await cluster.post(
+        RUNS,
+        json={
+            "apiVersion": "dataops.io/v1alpha1",
+            "kind": "PipelineRun",
+            "metadata": {"name": "flaky", "namespace": "default", "uid": "u3", "resourceVersion": "1"},
+            "spec": SPEC,
+        },
+    )
     with operator():
         await wait_for(lambda: get_json(cluster, f"{JOBS}/flaky-validate-1"))
-        await finish_job(cluster, "flaky-validate-1", 1, {"message": "connection reset", "reason": "InternalError"})
+        await finish_job(
+            cluster, "flaky-validate-1", 1, {"message": "connection reset", "reason": "InternalError"}
+        )
         retry = await wait_for(lambda: get_json(cluster, f"{JOBS}/flaky-validate-2"))
     assert retry["metadata"]["labels"]["dataops.io/attempt"] == "2"
 
 
 async def test_an_invalid_spec_fails_with_the_problem_named(cluster: kmock.KubernetesEmulator) -> None:
     spec = {**SPEC, "transform": {"dedupe": {"key": ["nope"], "orderBy": "id"}, "output": {"table": "tds.x"}}}
-    await cluster.post(RUNS, json={"apiVersion": "dataops.io/v1alpha1", "kind": "PipelineRun",
-                                   "metadata": {"name": "wrong", "namespace": "default", "uid": "u4", "resourceVersion": "1"}, "spec": spec})
+    await cluster.post(
+        RUNS,
+        json={
+            "apiVersion": "dataops.io/v1alpha1",
+            "kind": "PipelineRun",
+            "metadata": {"name": "wrong", "namespace": "default", "uid": "u4", "resourceVersion": "1"},
+            "spec": spec,
+        },
+    )
     with operator():
+
         async def failed() -> dict[str, Any] | None:
             run = await get_json(cluster, f"{RUNS}/wrong")
             return run if run and run.get("status", {}).get("phase") == "Failed" else None
@@ -148,3 +205,51 @@ async def test_an_invalid_spec_fails_with_the_problem_named(cluster: kmock.Kuber
         run = await wait_for(failed)
     assert "spec.transform.dedupe.key[0]: unknown column 'nope'" in run["status"]["message"]
     assert await get_json(cluster, f"{JOBS}/wrong-validate-1") is None
+
+
+SOURCES = "/apis/dataops.io/v1alpha1/namespaces/default/ingestionsources"
+CRONJOBS = "/apis/batch/v1/namespaces/default/cronjobs"
+
+
+def ingestion_source(prefix: Path) -> dict[str, Any]:
+    template = {k: v for k, v in SPEC.items() if k != "source"}
+    template["source"] = {"columns": SPEC["source"]["columns"]}
+    return {"apiVersion": "dataops.io/v1alpha1", "kind": "IngestionSource",
+            "metadata": {"name": "drops", "namespace": "default", "uid": "s1", "resourceVersion": "1"},
+            "spec": {"files": {"prefix": str(prefix), "pattern": "*.csv", "template": template,
+                               "maxConcurrentRuns": 5, "pollSeconds": 5},
+                     "consolidation": {"schedule": "*/20 * * * *", "timeZone": "Europe/Paris",
+                                       "source": {"table": "ops.ussd_operations", "id": "id", "cursor": "ts"},
+                                       "target": {"table": "cons.consolidated", "key": ["id"]}}}}
+
+
+async def list_runs(k: kmock.KubernetesEmulator) -> list[dict[str, Any]]:
+    data = await get_json(k, RUNS)
+    return [r for r in (data or {}).get("items", []) if r.get("metadata")]
+
+
+async def test_a_source_owns_a_forbid_cronjob_and_runs_each_new_file_once(
+        cluster: kmock.KubernetesEmulator, tmp_path: Path) -> None:
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    (drop / "a.csv").write_text("id\n1\n", encoding="utf-8")
+    (drop / "b.csv").write_text("id\n2\n", encoding="utf-8")
+    (drop / "notes.txt").write_text("not a csv", encoding="utf-8")
+    await cluster.post(SOURCES, json=ingestion_source(drop))
+    with operator():
+        cron = await wait_for(lambda: get_json(cluster, f"{CRONJOBS}/drops-consolidate"))
+
+        async def two_runs() -> list[dict[str, Any]]:
+            runs = await list_runs(cluster)
+            return runs if len(runs) == 2 else []
+
+        runs = await wait_for(two_runs)
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    assert cron["spec"]["timeZone"] == "Europe/Paris"
+    assert sorted(r["spec"]["source"]["uri"] for r in runs) == [str(drop / "a.csv"), str(drop / "b.csv")]
+    assert all(r["metadata"]["annotations"]["argocd.argoproj.io/compare-options"] == "IgnoreExtraneous"
+               for r in runs)
+    names = sorted(r["metadata"]["name"] for r in runs)
+    with operator():
+        await asyncio.sleep(3)
+    assert sorted(r["metadata"]["name"] for r in await list_runs(cluster)) == names
