@@ -189,7 +189,7 @@ def infer_type(node: exp.Expression, types: Mapping[str, str]) -> str | None:
         return infer_type(node.this, types)
     if isinstance(node, exp.Column):
         lowered = {k.lower(): v for k, v in types.items()}
-        return lowered.get(node.name.lower())
+        return lowered.get(node.name.lower()) or None
     if isinstance(node, exp.Literal):
         if node.is_string:
             return "STRING"

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import logging
+import os
 import sys
 import traceback
 from datetime import UTC, datetime
@@ -26,8 +26,11 @@ log = logging.getLogger("dataops.stage")
 def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(prog="python -m beam.stages", description=__doc__)
     parser.add_argument("stage", choices=STAGES)
-    parser.add_argument("--spec", required=True,
-                        help="the PipelineRun: a YAML file, or env:NAME for JSON in an environment variable")
+    parser.add_argument(
+        "--spec",
+        required=True,
+        help="the PipelineRun: a YAML file, or env:NAME for JSON in an environment variable",
+    )
     parser.add_argument("--workdir", required=True, type=Path)
     parser.add_argument("--started-at", default=None, help="the run's start time, ISO 8601 UTC")
     parser.add_argument("--result-file", type=Path, default=None, help="where to write the result JSON")
@@ -38,7 +41,7 @@ def _load_run(spec: str) -> PipelineRun:
     """From a file, or from ``env:NAME`` (the controller passes the run this way); a relative
     ``source.uri`` in the latter resolves against ``$DATAOPS_SOURCE_BASE`` (or the working folder)."""
     if spec.startswith("env:"):
-        name = spec[len("env:"):]
+        name = spec[len("env:") :]
         text = os.environ.get(name)
         if text is None:
             raise SpecError(spec, [("", None, f"environment variable {name} is not set")])
@@ -55,8 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     code = EXIT_OK
     try:
         run = _load_run(args.spec)
-        ctx = StageContext(run=run, workdir=args.workdir.resolve(), started_at=started,
-                           beam_args=[a for a in beam_args if a != "--"])
+        ctx = StageContext(
+            run=run,
+            workdir=args.workdir.resolve(),
+            started_at=started,
+            beam_args=[a for a in beam_args if a != "--"],
+        )
         module = importlib.import_module(f"beam.stages.{args.stage}")
         result = module.run(ctx)
     except SpecError as exc:
@@ -70,8 +77,12 @@ def main(argv: list[str] | None = None) -> int:
         trace = args.workdir / f"{args.stage}-traceback.txt"
         trace.parent.mkdir(parents=True, exist_ok=True)
         trace.write_text(traceback.format_exc(), encoding="utf-8")
-        result = StageResult(stage=args.stage, state="Failed", reason="InternalError",
-                             message=f"{type(exc).__name__}: {exc} (traceback in {trace})")
+        result = StageResult(
+            stage=args.stage,
+            state="Failed",
+            reason="InternalError",
+            message=f"{type(exc).__name__}: {exc} (traceback in {trace})",
+        )
         code = EXIT_FAILED
     if args.result_file:
         args.result_file.parent.mkdir(parents=True, exist_ok=True)

@@ -22,8 +22,13 @@ EXIT_BAD_INPUT = 65
 class StageFailed(Exception):
     """The stage cannot finish; ``bad_input`` says retrying will not help (the data or spec is wrong)."""
 
-    def __init__(self, message: str, bad_input: bool = True, reason: str = "BadInput",
-                 result: StageResult | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        bad_input: bool = True,
+        reason: str = "BadInput",
+        result: StageResult | None = None,
+    ) -> None:
         super().__init__(message)
         self.bad_input = bad_input
         self.reason = reason

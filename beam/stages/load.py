@@ -15,12 +15,23 @@ def run(ctx: StageContext) -> StageResult:
     spec = ctx.run.spec
     validated = ctx.run_dir / "validate" / VALIDATED
     if not validated.exists():
-        raise StageFailed(f"{validated} is missing: the validate stage has not succeeded for this run",
-                          bad_input=False, reason="MissingInput")
+        raise StageFailed(
+            f"{validated} is missing: the validate stage has not succeeded for this run",
+            bad_input=False,
+            reason="MissingInput",
+        )
     table = spec.load.table
-    lineage = LineageRecord(table=table, run=ctx.name, namespace=ctx.run.metadata.namespace, stage="load",
-                            source_uri=spec.source.uri, generation=ctx.run.metadata.generation, rows=0,
-                            written_at=ctx.started_at, options={"writeMode": spec.load.write_mode})
+    lineage = LineageRecord(
+        table=table,
+        run=ctx.name,
+        namespace=ctx.run.metadata.namespace,
+        stage="load",
+        source_uri=spec.source.uri,
+        generation=ctx.run.metadata.generation,
+        rows=0,
+        written_at=ctx.started_at,
+        options={"writeMode": spec.load.write_mode},
+    )
     warehouse = open_warehouse(ctx.workdir)
     try:
         if spec.load.write_mode == "replace":
@@ -30,5 +41,10 @@ def run(ctx: StageContext) -> StageResult:
     except WarehouseError as exc:
         raise StageFailed(str(exc), reason="LoadRefused") from None
     total = warehouse.row_count(table)
-    return StageResult(stage="load", rows_in=loaded, rows_out=loaded, tables=[table],
-                       message=f"{loaded} rows loaded into {table} ({spec.load.write_mode}; {total} rows in table)")
+    return StageResult(
+        stage="load",
+        rows_in=loaded,
+        rows_out=loaded,
+        tables=[table],
+        message=f"{loaded} rows loaded into {table} ({spec.load.write_mode}; {total} rows in table)",
+    )

@@ -57,23 +57,42 @@ def run(ctx: StageContext) -> StageResult:
     _write_artifacts(ctx, out_dir, keep, rejects, outcome, read, percent)
     _write_rejects_table(ctx, rejects)
 
-    result = StageResult(stage="validate", rows_in=read.rows_total, rows_out=keep.num_rows, rows_rejected=bad_rows,
-                         tables=[rejects_table_of(spec.load.table)],
-                         artifacts={"validated": str(out_dir / VALIDATED), "rejects": str(out_dir / REJECTS),
-                                    "report": str(out_dir / "summary.txt"), "ge_result": str(out_dir / "ge_result.json")},
-                         details={"files": list(read.files), "rejectedPercent": round(percent, 3)})
+    result = StageResult(
+        stage="validate",
+        rows_in=read.rows_total,
+        rows_out=keep.num_rows,
+        rows_rejected=bad_rows,
+        tables=[rejects_table_of(spec.load.table)],
+        artifacts={
+            "validated": str(out_dir / VALIDATED),
+            "rejects": str(out_dir / REJECTS),
+            "report": str(out_dir / "summary.txt"),
+            "ge_result": str(out_dir / "ge_result.json"),
+        },
+        details={"files": list(read.files), "rejectedPercent": round(percent, 3)},
+    )
     if outcome is not None and outcome.table_failures:
         names = "; ".join(f"{t.type} (observed {t.observed_value})" for t in outcome.table_failures)
-        raise StageFailed(f"table-level expectations failed: {names}", reason="ExpectationFailed", result=result)
+        raise StageFailed(
+            f"table-level expectations failed: {names}", reason="ExpectationFailed", result=result
+        )
     if bad_rows and percent > threshold:
-        raise StageFailed(_rejects_message(rejects, bad_rows, read.rows_total, percent, threshold, spec.validate_.on_failure),
-                          reason="RowsRejected", result=result)
-    result.message = (f"{keep.num_rows} of {read.rows_total} rows valid"
-                      + (f", {bad_rows} rejected ({percent:.2f}%) into {rejects_table_of(spec.load.table)}" if bad_rows else ""))
+        raise StageFailed(
+            _rejects_message(
+                rejects, bad_rows, read.rows_total, percent, threshold, spec.validate_.on_failure
+            ),
+            reason="RowsRejected",
+            result=result,
+        )
+    result.message = f"{keep.num_rows} of {read.rows_total} rows valid" + (
+        f", {bad_rows} rejected ({percent:.2f}%) into {rejects_table_of(spec.load.table)}" if bad_rows else ""
+    )
     return result
 
 
-def _run_expectations(typed: pa.Table, expectations: list[tuple[str, dict[str, object]]]) -> ValidationOutcome | None:
+def _run_expectations(
+    typed: pa.Table, expectations: list[tuple[str, dict[str, object]]]
+) -> ValidationOutcome | None:
     if not expectations:
         return None
     # Great Expectations takes seconds to import: only a run that declares expectations pays for it.
@@ -96,14 +115,18 @@ def _combine_rejects(read: CsvRead, typed: pa.Table, outcome: ValidationOutcome 
     files = typed.column(FILE_COL).take(pos).to_pylist()
     rows = typed.column(ROW_COL).take(pos).to_pylist()
     texts = _row_texts(typed, pos)
-    extra = pa.table({
-        "file": files, "row": rows,
-        "column": [f.column for f in outcome.row_failures],
-        "rule": [f.rule for f in outcome.row_failures],
-        "value": [f.value for f in outcome.row_failures],
-        "message": [f.message for f in outcome.row_failures],
-        "line_text": texts,
-    }, schema=REJECT_SCHEMA)
+    extra = pa.table(
+        {
+            "file": files,
+            "row": rows,
+            "column": [f.column for f in outcome.row_failures],
+            "rule": [f.rule for f in outcome.row_failures],
+            "value": [f.value for f in outcome.row_failures],
+            "message": [f.message for f in outcome.row_failures],
+            "line_text": texts,
+        },
+        schema=REJECT_SCHEMA,
+    )
     both = pa.concat_tables([read.rejects, extra])
     return both.sort_by([("file", "ascending"), ("row", "ascending")])
 
@@ -145,15 +168,20 @@ def _count_bad_rows(rejects: pa.Table) -> int:
     return rejects.select(["file", "row"]).group_by(["file", "row"]).aggregate([]).num_rows
 
 
-def _rejects_message(rejects: pa.Table, bad: int, total: int, percent: float, threshold: float, mode: str) -> str:
+def _rejects_message(
+    rejects: pa.Table, bad: int, total: int, percent: float, threshold: float, mode: str
+) -> str:
     shown = []
     for r in rejects.slice(0, SHOWN_REJECTS).to_pylist():
         where = f"{Path(r['file']).name} row {r['row']}" + (f" column {r['column']}" if r["column"] else "")
         shown.append(f"{where}: {r['rule']}: {r['message']}")
     more = f" (and {rejects.num_rows - SHOWN_REJECTS} more)" if rejects.num_rows > SHOWN_REJECTS else ""
-    limit = ("onFailure: fail rejects any bad row" if mode == "fail" and threshold == 0
-             else f"more than maxRejectedPercent={threshold:g}%")
-    return (f"{bad} of {total} rows rejected ({percent:.2f}%), {limit}: " + "; ".join(shown) + more)
+    limit = (
+        "onFailure: fail rejects any bad row"
+        if mode == "fail" and threshold == 0
+        else f"more than maxRejectedPercent={threshold:g}%"
+    )
+    return f"{bad} of {total} rows rejected ({percent:.2f}%), {limit}: " + "; ".join(shown) + more
 
 
 def _atomic_parquet(table: pa.Table, path: Path) -> None:
@@ -168,14 +196,27 @@ def _atomic_text(text: str, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _write_artifacts(ctx: StageContext, out_dir: Path, keep: pa.Table, rejects: pa.Table,
-                     outcome: ValidationOutcome | None, read: CsvRead, percent: float) -> None:
+def _write_artifacts(
+    ctx: StageContext,
+    out_dir: Path,
+    keep: pa.Table,
+    rejects: pa.Table,
+    outcome: ValidationOutcome | None,
+    read: CsvRead,
+    percent: float,
+) -> None:
     _atomic_parquet(keep, out_dir / VALIDATED)
     _atomic_parquet(rejects, out_dir / REJECTS)
-    ge = outcome.ge_result if outcome else {"success": True, "results": [], "statistics": {"evaluated_expectations": 0}}
+    ge = (
+        outcome.ge_result
+        if outcome
+        else {"success": True, "results": [], "statistics": {"evaluated_expectations": 0}}
+    )
     _atomic_text(json.dumps(ge, indent=2, default=str), out_dir / "ge_result.json")
-    lines = [f"run {ctx.name}: {read.rows_total} rows read from {len(read.files)} file(s)",
-             f"rejected rows: {_count_bad_rows(rejects)} ({percent:.2f}%)"]
+    lines = [
+        f"run {ctx.name}: {read.rows_total} rows read from {len(read.files)} file(s)",
+        f"rejected rows: {_count_bad_rows(rejects)} ({percent:.2f}%)",
+    ]
     by_rule = rejects.group_by("rule").aggregate([("row", "count")]).to_pylist() if rejects.num_rows else []
     lines += [f"  {r['rule']}: {r['row_count']}" for r in sorted(by_rule, key=lambda r: -r["row_count"])]
     if outcome is not None:
@@ -187,8 +228,16 @@ def _write_rejects_table(ctx: StageContext, rejects: pa.Table) -> None:
     table = rejects_table_of(ctx.run.spec.load.table)
     n = rejects.num_rows
     data = rejects.append_column("run", pa.array([ctx.name] * n, pa.string())).append_column(
-        "rejected_at", pa.array([ctx.started_at] * n, pa.string()))
-    lineage = LineageRecord(table=table, run=ctx.name, namespace=ctx.run.metadata.namespace, stage="validate",
-                            source_uri=ctx.run.spec.source.uri, generation=ctx.run.metadata.generation, rows=n,
-                            written_at=ctx.started_at)
+        "rejected_at", pa.array([ctx.started_at] * n, pa.string())
+    )
+    lineage = LineageRecord(
+        table=table,
+        run=ctx.name,
+        namespace=ctx.run.metadata.namespace,
+        stage="validate",
+        source_uri=ctx.run.spec.source.uri,
+        generation=ctx.run.metadata.generation,
+        rows=n,
+        written_at=ctx.started_at,
+    )
     open_warehouse(ctx.workdir).replace_table(table, data, lineage)

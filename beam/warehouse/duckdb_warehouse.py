@@ -73,8 +73,7 @@ class DuckDBWarehouse:
         delay = 0.05
         while True:
             try:
-                con = duckdb.connect(str(self.path), read_only=read_only,
-                                     config={"enable_progress_bar": False, "TimeZone": "UTC"})
+                con = duckdb.connect(str(self.path), read_only=read_only)
                 break
             except duckdb.IOException as exc:
                 if "lock" not in str(exc).lower() or time.monotonic() > deadline:
@@ -82,6 +81,8 @@ class DuckDBWarehouse:
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
         try:
+            _x(con, "SET enable_progress_bar = false")
+            _x(con, "SET TimeZone = 'UTC'")
             yield con
         finally:
             con.close()

@@ -1,0 +1,133 @@
+"""Run one consolidation cycle: ``python -m beam.consolidation SPEC.yaml --workdir DIR [--output json]``.
+
+The worker image's CronJob entrypoint and ``dataops consolidate`` both run exactly this. ``SPEC`` is
+an IngestionSource YAML file, or ``env:NAME`` for its JSON/YAML in an environment variable. Options
+after the known ones go to Beam (``--runner``, ...).
+
+Exit status: 0 the cycle merged, had nothing to do, or found another cycle running (status Skipped);
+65 bad input (the spec, a missing table, an unknown column: do not retry); 1 failed (retry later).
+With ``--output json`` the summary is JSON on stdout; otherwise a human summary goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from beam.bus import BUS_KINDS, DEFAULT_ACK_DEADLINE_SECONDS, BusError, open_bus
+from beam.consolidation.cycle import DEFAULT_PULL_TIMEOUT_SECONDS, CycleResult, run_cycle
+from beam.consolidation.lock import DEFAULT_TTL_SECONDS, DEFAULT_WAIT_SECONDS
+from beam.consolidation.plan import ConsolidationError
+from beam.consolidation.spec_file import load_ingestion_source
+from beam.stages.context import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
+from controller.spec import SpecError
+
+log = logging.getLogger("dataops.consolidation")
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(
+        prog="python -m beam.consolidation",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("spec", help="IngestionSource YAML file, or env:NAME")
+    parser.add_argument(
+        "--workdir", required=True, type=Path, help="folder of the warehouse and the embedded queue"
+    )
+    parser.add_argument(
+        "--output", choices=("text", "json"), default="text", help="text for people, json for programs"
+    )
+    parser.add_argument(
+        "--bus", choices=BUS_KINDS, default=None, help="message bus (default: $DATAOPS_BUS or embedded)"
+    )
+    parser.add_argument(
+        "--lock-wait", type=float, default=DEFAULT_WAIT_SECONDS, help="seconds to wait for a running cycle"
+    )
+    parser.add_argument("--lock-ttl", type=float, default=DEFAULT_TTL_SECONDS, help="seconds a lock lasts")
+    parser.add_argument(
+        "--ack-deadline",
+        type=int,
+        default=DEFAULT_ACK_DEADLINE_SECONDS,
+        help="ack deadline of a new subscription",
+    )
+    parser.add_argument(
+        "--pull-timeout", type=float, default=DEFAULT_PULL_TIMEOUT_SECONDS, help="seconds to get the ids back"
+    )
+    return parser.parse_known_args(argv)
+
+
+def _failure(reason: str, message: str) -> dict[str, Any]:
+    return {"status": "Failed", "reason": reason, "message": message}
+
+
+def _human(result: CycleResult) -> str:
+    lines = [f"consolidation {result.source} -> {result.target}: {result.status} (cycle {result.cycle_id})"]
+    if result.status != "Skipped":
+        lines += [
+            f"  extracted {result.extracted:,}   re-merged for late joined rows {result.rejoined:,}"
+            f"   published {result.published:,}   received {result.received:,}",
+            f"  staged {result.staged:,}   inserted {result.inserted:,}   updated {result.updated:,}"
+            f"   unchanged {result.unchanged:,}   acked {result.acked:,}",
+            f"  already merged {result.already_merged:,}   duplicates {result.duplicates:,}"
+            f"   deferred {result.deferred:,}",
+        ]
+        for stream, after in result.watermark_after.items():
+            before = result.watermark_before.get(stream)
+            lines.append(f"  watermark {stream}: {_position(before)} -> {_position(after)}")
+    lines.append(f"  {result.message}")
+    lines.append(f"  {result.duration_seconds:.2f}s")
+    return "\n".join(lines) + "\n"
+
+
+def _position(p: dict[str, Any] | None) -> str:
+    return "(start)" if p is None else f"({p['cursor']}, {', '.join(p['key'])})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, beam_args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    json_out = args.output == "json"
+    try:
+        source = load_ingestion_source(args.spec)
+        bus = open_bus(args.workdir.resolve(), args.bus)
+        try:
+            result = run_cycle(
+                source,
+                args.workdir.resolve(),
+                bus,
+                lock_wait_seconds=args.lock_wait,
+                lock_ttl_seconds=args.lock_ttl,
+                ack_deadline_seconds=args.ack_deadline,
+                pull_timeout_seconds=args.pull_timeout,
+                beam_args=[a for a in beam_args if a != "--"],
+            )
+        finally:
+            bus.close()
+    except (SpecError, ConsolidationError) as exc:
+        return _fail(json_out, "BadInput", str(exc), EXIT_BAD_INPUT)
+    except BusError as exc:
+        return _fail(json_out, "BusError", str(exc), EXIT_FAILED)
+    except Exception as exc:  # retryable: the watermark did not move, the messages come back
+        log.debug("cycle failed", exc_info=True)
+        return _fail(json_out, type(exc).__name__, str(exc), EXIT_FAILED)
+    if json_out:
+        sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
+    else:
+        sys.stderr.write(_human(result))
+    return EXIT_OK
+
+
+def _fail(json_out: bool, reason: str, message: str, code: int) -> int:
+    if json_out:
+        sys.stdout.write(json.dumps(_failure(reason, message), indent=2) + "\n")
+    sys.stderr.write(f"consolidation failed ({reason}): {message}\n")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,355 @@
+"""One consolidation cycle: extract, publish, pull, stage (Beam), merge + move the watermark, ack.
+
+1. Under the source's warehouse lock, read the committed watermarks.
+2. Extract the source positions after the watermark, in ``(cursor, id)`` order, at most ``batchSize``;
+   for each join with a cursor, its next window of joined rows, and the already-merged operations
+   those rows belong to (they are re-merged: a late joined row is never lost).
+3. Publish one message per id (the cycle id, the stream and the position as attributes).
+4. Pull until every id this cycle published came back; sort every message received against the
+   committed watermarks (:mod:`beam.consolidation.messages`).
+5. The Beam pipeline stages the latest row per target key of the ids to merge.
+6. One transaction: MERGE staging into target, move the watermarks, record the cycle.
+7. Only then acknowledge.
+
+A crash anywhere leaves the watermark where the last committed merge put it: the next cycle extracts
+the same rows again, and messages of the dead cycle are merged with its own (each id once) or, once
+a watermark has passed them, acknowledged without merging. The MERGE only replaces a target row by a
+row at least as recent in ``(cursor, id)``, so merging an id again never moves a row backwards.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from beam.bus import DEFAULT_ACK_DEADLINE_SECONDS, MessageBus, OutgoingMessage, open_bus
+from beam.consolidation.duck import ensure_meta, fetch_arrow, table_types
+from beam.consolidation.faults import FaultHook, faults_from_env
+from beam.consolidation.lock import DEFAULT_TTL_SECONDS, DEFAULT_WAIT_SECONDS, LockHeld, WarehouseLock
+from beam.consolidation.merge import MergeCounts, load_staging, merge_staging_into_target
+from beam.consolidation.messages import (
+    own_keys,
+    publish,
+    pull_messages,
+    rejoin_messages,
+    sort_deliveries,
+    source_messages,
+)
+from beam.consolidation.pipeline import run_pipeline
+from beam.consolidation.plan import ConsolidationPlan, Position, compile_plan, lock_name, safe_name
+from beam.consolidation.sql import CycleRecord, TransactionPlan, rejoin_sql
+from beam.consolidation.watermark import Window, next_window, read_watermarks, watermarks_json
+from beam.pipelines.chunks import DEFAULT_BUCKETS, pipeline_options
+from beam.warehouse import DuckDBWarehouse, open_warehouse
+from controller.spec import Consolidation, IngestionSource, IngestionSourceSpec
+
+log = logging.getLogger("dataops.consolidation")
+
+DEFAULT_PULL_TIMEOUT_SECONDS = 120.0
+
+Source = IngestionSource | IngestionSourceSpec | Consolidation
+
+
+@dataclass
+class CycleResult:
+    """What one cycle did; ``to_json()`` is the CLI's JSON summary."""
+
+    cycle_id: str
+    source: str
+    target: str
+    status: str = "Idle"  # Merged: a transaction committed | Idle: nothing to do | Skipped: locked
+    message: str = ""
+    extracted: int = 0
+    rejoined: int = 0
+    published: int = 0
+    received: int = 0
+    duplicates: int = 0
+    already_merged: int = 0
+    deferred: int = 0
+    staged: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    acked: int = 0
+    backlog: bool = False
+    watermark_before: dict[str, Any] = field(default_factory=dict)
+    watermark_after: dict[str, Any] = field(default_factory=dict)
+    started_at: str = ""
+    duration_seconds: float = 0.0
+
+    @property
+    def merged(self) -> int:
+        return self.inserted + self.updated
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cycleId": self.cycle_id,
+            "source": self.source,
+            "target": self.target,
+            "status": self.status,
+            "message": self.message,
+            "rows": {
+                "extracted": self.extracted,
+                "rejoined": self.rejoined,
+                "staged": self.staged,
+                "merged": {"inserted": self.inserted, "updated": self.updated, "unchanged": self.unchanged},
+            },
+            "messages": {
+                "published": self.published,
+                "received": self.received,
+                "duplicates": self.duplicates,
+                "alreadyMerged": self.already_merged,
+                "deferred": self.deferred,
+                "acked": self.acked,
+            },
+            "backlog": self.backlog,
+            "watermark": {"before": self.watermark_before, "after": self.watermark_after},
+            "startedAt": self.started_at,
+            "durationSeconds": self.duration_seconds,
+        }
+
+
+def consolidation_of(source: Source) -> tuple[str, Consolidation]:
+    """``(name, spec)``: an IngestionSource is ``namespace/name``; a bare spec is named by its target."""
+    if isinstance(source, IngestionSource):
+        if source.spec.consolidation is None:
+            raise ValueError(f"IngestionSource {source.metadata.name} has no spec.consolidation")
+        return f"{source.metadata.namespace}/{source.metadata.name}", source.spec.consolidation
+    spec = source.consolidation if isinstance(source, IngestionSourceSpec) else source
+    if spec is None:
+        raise ValueError("the IngestionSource spec has no consolidation")
+    return f"target/{spec.target.table}", spec
+
+
+def plan_for(source: Source, warehouse: DuckDBWarehouse) -> ConsolidationPlan:
+    """The checked plan of ``source`` against the warehouse's tables (raises ConsolidationError)."""
+    with warehouse.connect() as con:
+        return _plan(con, source)
+
+
+def _plan(con: duckdb.DuckDBPyConnection, source: Source) -> ConsolidationPlan:
+    name, spec = consolidation_of(source)
+    ensure_meta(con)
+    types = table_types(con, [spec.source.table, *(j.table for j in spec.joins), spec.target.table])
+    return compile_plan(spec, name, types)
+
+
+def new_cycle_id(now: datetime) -> str:
+    return f"{now.astimezone(UTC):%Y%m%dT%H%M%S}z-{secrets.token_hex(4)}"
+
+
+def _clock(now: datetime) -> Callable[[], datetime]:
+    started = time.monotonic()
+    return lambda: now + timedelta(seconds=time.monotonic() - started)
+
+
+@dataclass(frozen=True)
+class _Extract:
+    before: dict[str, Position | None]
+    source: Window
+    joins: list[Window]
+    messages: list[OutgoingMessage]
+    rejoined: int
+
+    @property
+    def upto(self) -> dict[str, Position | None]:
+        return {w.stream.name: w.upto for w in [self.source, *self.joins]}
+
+    @property
+    def moves(self) -> dict[str, Position]:
+        return {w.stream.name: w.upto for w in [self.source, *self.joins] if w.size and w.upto is not None}
+
+
+def run_cycle(
+    source: Source,
+    workdir: Path,
+    bus: MessageBus | None = None,
+    now: datetime | None = None,
+    *,
+    faults: FaultHook | None = None,
+    lock_wait_seconds: float = DEFAULT_WAIT_SECONDS,
+    lock_ttl_seconds: float = DEFAULT_TTL_SECONDS,
+    ack_deadline_seconds: int = DEFAULT_ACK_DEADLINE_SECONDS,
+    pull_timeout_seconds: float = DEFAULT_PULL_TIMEOUT_SECONDS,
+    beam_args: Sequence[str] = (),
+    buckets: int = DEFAULT_BUCKETS,
+) -> CycleResult:
+    """Run one cycle of ``source`` on the warehouse of ``workdir``; raises ConsolidationError on bad
+    input (missing table, unknown column), returns status Skipped when another cycle holds the lock."""
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    clock = _clock(now)
+    started = time.monotonic()
+    name, spec = consolidation_of(source)
+    cycle_id = new_cycle_id(now)
+    warehouse = open_warehouse(workdir)
+    bus = bus if bus is not None else open_bus(workdir)
+    fault = faults if faults is not None else faults_from_env()
+    result = CycleResult(cycle_id=cycle_id, source=name, target=spec.target.table, started_at=now.isoformat())
+    lock = WarehouseLock(
+        warehouse,
+        lock_name(name),
+        cycle_id,
+        clock,
+        ttl_seconds=lock_ttl_seconds,
+        wait_seconds=lock_wait_seconds,
+    )
+    try:
+        lock.acquire()
+    except LockHeld as exc:
+        result.status, result.message = "Skipped", str(exc)
+        result.duration_seconds = round(time.monotonic() - started, 3)
+        return result
+    try:
+        with warehouse.connect() as con:
+            plan = _plan(con, source)
+            found = extract(con, plan, cycle_id)
+        bus.ensure(plan.topic, plan.subscription, ack_deadline_seconds)
+        _cycle(
+            plan,
+            found,
+            warehouse,
+            bus,
+            lock,
+            fault,
+            result,
+            clock,
+            now,
+            pull_timeout_seconds,
+            beam_args,
+            buckets,
+            workdir,
+        )
+    finally:
+        lock.release()
+    result.duration_seconds = round(time.monotonic() - started, 3)
+    log.info("consolidation %s cycle %s: %s", name, cycle_id, result.message)
+    return result
+
+
+def _cycle(
+    plan: ConsolidationPlan,
+    found: _Extract,
+    warehouse: DuckDBWarehouse,
+    bus: MessageBus,
+    lock: WarehouseLock,
+    fault: FaultHook,
+    result: CycleResult,
+    clock: Callable[[], datetime],
+    now: datetime,
+    pull_timeout: float,
+    beam_args: Sequence[str],
+    buckets: int,
+    workdir: Path,
+) -> None:
+    result.watermark_before = watermarks_json(found.before)
+    result.extracted, result.rejoined = found.source.size, found.rejoined
+    result.backlog = found.source.full or any(w.full for w in found.joins)
+    fault("after_extract")
+
+    result.published = publish(bus, plan.topic, found.messages)
+    fault("after_publish")
+
+    received = pull_messages(bus, plan.subscription, result.cycle_id, own_keys(found.messages), pull_timeout)
+    try:
+        sorted_ = sort_deliveries(plan, received, found.before, found.upto)
+        result.received, result.duplicates = len(received), sorted_.duplicates
+        result.already_merged, result.deferred = (
+            len(sorted_.merged),
+            len(sorted_.later) + len(sorted_.foreign),
+        )
+        ids = sorted_.ids
+        staging = str(workdir / "consolidation" / safe_name(plan.source_name) / "staging")
+        parts = None
+        if ids:
+            upto = found.upto[plan.source.name]
+            options = pipeline_options(beam_args)
+            parts = run_pipeline(plan, warehouse.path, ids, upto, staging, options, buckets=buckets)["parts"]
+        with warehouse.connect() as con:
+            lock.refresh(con)
+            if parts is not None:
+                result.staged = load_staging(con, plan, parts)
+            fault("after_stage")
+            counts = MergeCounts(0, 0, 0)
+            after = dict(found.before) | found.moves
+            if ids or found.moves:
+                record = CycleRecord(
+                    cycle_id=result.cycle_id,
+                    started_at=now,
+                    committed_at=clock(),
+                    extracted=result.extracted,
+                    rejoined=result.rejoined,
+                    staged=result.staged,
+                    watermark_before=found.before,
+                    watermark_after=after,
+                )
+                tx = TransactionPlan(
+                    cycle_id=result.cycle_id,
+                    owner=lock.owner,
+                    before=found.before,
+                    after=found.moves,
+                    record=record,
+                    staged=bool(ids),
+                    now=clock(),
+                )
+                counts = merge_staging_into_target(con, plan, tx)
+                result.status = "Merged"
+        result.inserted, result.updated, result.unchanged = counts.inserted, counts.updated, counts.unchanged
+        result.watermark_after = watermarks_json(after)
+        fault("after_merge")
+    except Exception:
+        bus.nack(plan.subscription, [m.ack_id for m in received])
+        raise
+    acks = sorted_.ack_ids()
+    bus.ack(plan.subscription, acks)
+    bus.nack(plan.subscription, sorted_.nack_ids())
+    result.acked = len(acks)
+    result.message = _message(plan, result)
+
+
+def extract(con: duckdb.DuckDBPyConnection, plan: ConsolidationPlan, cycle_id: str) -> _Extract:
+    """Watermarks, windows and the operations to re-merge, read in one transaction (one snapshot)."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        before = read_watermarks(con, plan)
+        source = next_window(con, plan.source, before[plan.source.name], plan.batch_size)
+        messages = source_messages(plan, cycle_id, source.positions)
+        windows = []
+        rejoined: set[str] = set()
+        merged = before[plan.source.name]
+        for join in plan.joins:
+            if join.stream is None:
+                continue
+            window = next_window(con, join.stream, before[join.stream.name], plan.batch_size)
+            windows.append(window)
+            if window.size and merged is not None and window.upto is not None:
+                rows = fetch_arrow(con, rejoin_sql(plan, join, window.since, window.upto, merged))
+                found = rejoin_messages(plan, cycle_id, join.stream.name, rows, len(join.stream.key))
+                messages += found
+                rejoined |= {m.data.decode("utf-8") for m in found}
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return _Extract(before=before, source=source, joins=windows, messages=messages, rejoined=len(rejoined))
+
+
+def _message(plan: ConsolidationPlan, r: CycleResult) -> str:
+    if r.status == "Idle":
+        return f"nothing new in {plan.source.table} after its watermark" + (
+            f"; {r.already_merged} redelivered message(s) were already merged" if r.already_merged else ""
+        )
+    text = (
+        f"{r.extracted} new row(s) of {plan.source.table}, {r.rejoined} re-merged for late joined rows:"
+        f" {r.inserted} inserted, {r.updated} updated into {plan.target}"
+    )
+    if r.backlog:
+        text += "; more rows wait (batchSize reached): the next cycle continues"
+    return text
