@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -62,6 +63,9 @@ def configure(settings: kopf.OperatorSettings, env: dict[str, str] | None = None
     settings.posting.level = logging.ERROR
     settings.peering.name = ours.peering
     settings.peering.mandatory = False
+    # Replicas of equal priority all pause each other: each pod gets its own, so one leads and the
+    # others stand by until its keep-alive lapses.
+    settings.peering.priority = random.randint(1, 32767)
     settings.batching.worker_limit = 200
     # 429 and 5xx from the API server: kopf backs off (and honours Retry-After) with these delays.
     settings.networking.error_backoffs = [1, 2, 5, 10, 30]
