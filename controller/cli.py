@@ -178,6 +178,50 @@ def run(
         raise typer.Exit(1)
 
 
+@app.command("replay-rejects")
+def replay_rejects(
+    run_name: Annotated[str, typer.Argument(metavar="RUN", help="The run whose rejected rows were fixed")],
+    workdir: Annotated[Path, typer.Option(help="The workdir the run used")] = Path("work"),
+    namespace: Annotated[str, typer.Option(help="The run's namespace")] = "default",
+    output: Annotated[
+        OutputFormat, typer.Option(help="text for people, json for programs")
+    ] = OutputFormat.text,
+) -> None:
+    """Load the corrected rows of a run's rejects export back through validation, appended to its raw table.
+
+    The export is runs/<namespace>/<RUN>/validate/rejects-export/*.csv: each source file's header and its
+    rejected rows as read; the reasons are in rejects-reasons.csv beside it. Fix the rows, then replay."""
+    from controller.local import RUN_DOCUMENT
+
+    workdir = workdir.resolve()
+    run_dir = workdir / "runs" / namespace / run_name
+    export = run_dir / "validate" / "rejects-export"
+    try:
+        doc = json.loads((run_dir / RUN_DOCUMENT).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        err.print(f"no run {namespace}/{run_name} in {workdir} (looked for {run_dir / RUN_DOCUMENT})")
+        raise typer.Exit(2) from None
+    files = sorted(export.glob("*.csv"))
+    if not files:
+        err.print(f"run {run_name} has no rejected rows to replay ({export} is empty)")
+        raise typer.Exit(2)
+    taken = {p.name for p in run_dir.parent.glob(f"{run_name}-replay-*")}
+    replay = next(f"{run_name}-replay-{k}" for k in range(1, 10_000) if f"{run_name}-replay-{k}" not in taken)
+    doc["metadata"] = {"name": replay[:63].rstrip("-"), "namespace": namespace}
+    doc["spec"]["source"]["uri"] = str(export / "*.csv")
+    doc["spec"]["source"]["encoding"] = "utf-8"
+    doc["spec"]["load"]["writeMode"] = "append"
+    spec_path = run_dir.parent / doc["metadata"]["name"] / "replay.yaml"
+    spec_path.parent.mkdir(parents=True, exist_ok=True)
+    import shutil
+
+    frozen = spec_path.parent / "rejects-export"
+    shutil.copytree(export, frozen, dirs_exist_ok=True)
+    doc["spec"]["source"]["uri"] = str(frozen / "*.csv")
+    spec_path.write_text(json.dumps(doc, indent=2), encoding="utf-8")
+    run(spec_path, workdir=workdir, output=output, resume=False)
+
+
 def main() -> None:
     app()
 

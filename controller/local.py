@@ -34,6 +34,7 @@ from controller.spec import PipelineRun
 from controller.stages import TERMINAL_PHASES
 
 EXIT_BAD_INPUT = 65
+RUN_DOCUMENT = "run.json"
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,11 @@ class LocalRun:
         os.replace(tmp, self.status_path)
         return doc
 
+    def _save_run_document(self) -> None:
+        """The run as it ran (source URI resolved), for replaying its rejects later."""
+        doc = self.run.model_dump(by_alias=True, mode="json", exclude_none=True)
+        (self.run_dir / RUN_DOCUMENT).write_text(json.dumps(doc, indent=2), encoding="utf-8")
+
     def execute(self, resume: bool = False) -> dict[str, Any]:
         """Run to a terminal phase; returns the final status document."""
         spec = self.run.spec
@@ -93,6 +99,7 @@ class LocalRun:
             if resume and old.phase == "Failed":
                 status = _resume_from_failure(status, old)
         doc = self._save(status, previous)
+        self._save_run_document()
         observed: dict[str, Outcome] = {}
         while True:
             step = plan(spec, status, observed, self.clock())

@@ -242,11 +242,165 @@ class Output(Model):
         return _table(v)
 
 
+class LookupColumn(Model):
+    name: str = Field(description="Column of the reference data.")
+    as_: str | None = Field(default=None, alias="as", description="Its name in the output (default: name).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_name(cls, data: Any) -> Any:
+        return {"name": data} if isinstance(data, str) else data
+
+    @field_validator("name", "as_")
+    @classmethod
+    def _n(cls, v: str | None) -> str | None:
+        return None if v is None else _identifier(v, "column name")
+
+    @property
+    def output_name(self) -> str:
+        return self.as_ or self.name
+
+
+LOOKUP_KEYS: dict[str, Any] = {
+    "anyOf": [
+        {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 16},
+        {"type": "object", "additionalProperties": {"type": "string"}},
+    ]
+}
+
+
+class Lookup(Model):
+    """Reference data joined to each record: a warehouse table, or a CSV uri typed by schema."""
+
+    # The order is fixed: standardize -> lookups (in list order) -> derive -> filter -> dedupe.
+    # type left keeps a record whose key has no match; onMissing says what then becomes of it
+    # (keep: its looked-up columns are NULL; reject: it goes to <output table>_rejects with the reason
+    # lookup_missing:<label>; fail: the stage fails naming the first such keys). type inner drops it
+    # (counted). A NULL key matches nothing. A key that repeats in the reference is an error naming it,
+    # unless pick: latest keeps the row with the largest orderBy (then the later row).
+
+    name: str | None = Field(
+        default=None,
+        description="Names the lookup in counts, rejects and errors (default: its table, or its file's name).",
+    )
+    table: str | None = Field(default=None, description="The reference table, 'dataset.table'.")
+    uri: str | None = Field(
+        default=None,
+        description="The reference CSV: local path, file:// URI or glob; relative to the YAML file.",
+    )
+    schema_: list[Column] = Field(
+        default_factory=list,
+        alias="schema",
+        description="With uri: the CSV's columns, as in spec.source.columns (name, type, required, from).",
+    )
+    delimiter: str = Field(
+        default=",", min_length=1, max_length=1, description="With uri: the CSV's delimiter."
+    )
+    null_markers: list[str] = Field(
+        default_factory=lambda: [""], alias="nullMarkers", description="With uri: cell values read as NULL."
+    )
+    on: Annotated[dict[str, str], WithJsonSchema(LOOKUP_KEYS)] = Field(
+        description="Key columns: a list when both sides name them alike, or {record column: reference column}."
+    )
+    columns: list[Annotated[LookupColumn, WithJsonSchema(_STRING_OR(LookupColumn))]] = Field(
+        min_length=1, description="Reference columns added to each record: a name, or {name, as} to rename."
+    )
+    type: Literal["left", "inner"] = Field(
+        default="left", description="left keeps records whose key has no match; inner drops them."
+    )
+    on_missing: Literal["keep", "reject", "fail"] = Field(
+        default="keep",
+        alias="onMissing",
+        description="With type left, a record whose key has no match: keep (NULLs), reject, or fail the run.",
+    )
+    pick: Literal["unique", "latest"] = Field(
+        default="unique",
+        description="unique: a repeated key in the reference is an error; latest: the largest orderBy wins.",
+    )
+    order_by: Annotated[list[str], WithJsonSchema(ONE_OR_MANY)] = Field(
+        default_factory=list,
+        alias="orderBy",
+        description="With pick latest: reference column(s) ordering the rows of a key; the largest wins.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_on(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "on" not in data and (True in data or "true" in data):
+            raise ValueError('YAML 1.1 reads a bare on: as true: quote the key, "on": [...]')
+        return data
+
+    @field_validator("table")
+    @classmethod
+    def _t(cls, v: str | None) -> str | None:
+        return None if v is None else _table(v)
+
+    @field_validator("name")
+    @classmethod
+    def _n(cls, v: str | None) -> str | None:
+        return None if v is None else _identifier(v, "lookup name")
+
+    @field_validator("on", mode="before")
+    @classmethod
+    def _keys(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return {v: v}
+        return {c: c for c in v} if isinstance(v, list) else v
+
+    @field_validator("on")
+    @classmethod
+    def _key_names(cls, v: dict[str, str]) -> dict[str, str]:
+        if not v:
+            raise ValueError("give at least one key column")
+        for left, right in v.items():
+            _identifier(left, "key column")
+            _identifier(right, "key column")
+        return v
+
+    @field_validator("order_by", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Lookup:
+        if (self.table is None) == (self.uri is None):
+            raise ValueError("give the reference as 'table' or 'uri', one of them")
+        if self.uri is not None and not self.schema_:
+            raise ValueError("a uri lookup needs 'schema': the CSV's columns, as in spec.source.columns")
+        if self.table is not None and self.schema_:
+            raise ValueError("a table lookup reads its columns from the warehouse: remove 'schema'")
+        if self.type == "inner" and self.on_missing != "keep":
+            raise ValueError("onMissing applies to type: left; type: inner drops records with no match")
+        if self.pick == "latest" and not self.order_by:
+            raise ValueError("pick: latest needs orderBy: the column(s) saying which row of a key wins")
+        if self.pick == "unique" and self.order_by:
+            raise ValueError("orderBy only applies with pick: latest")
+        return self
+
+    @property
+    def label(self) -> str:
+        """The lookup's name: ``name``, else its table, else its file's name without extension."""
+        if self.name is not None:
+            return self.name
+        if self.table is not None:
+            return self.table
+        return Path(str(self.uri)).name.split(".")[0]
+
+
 class Transform(Model):
     standardize: list[Standardize] = Field(default_factory=list)
+    lookups: list[Lookup] = Field(
+        default_factory=list, description="Reference data joined to each record, in order, before derive."
+    )
     derive: list[Derive] = Field(default_factory=list)
     filter: str | None = Field(
         default=None, description="Boolean SQL expression; rows where it is not TRUE go."
+    )
+    keep_filtered: bool = Field(
+        default=False,
+        alias="keepFiltered",
+        description="Keep the rows the filter drops in <output table>_rejects, with the reason 'filtered'.",
     )
     dedupe: Dedupe | None = None
     output: Output
@@ -546,7 +700,8 @@ def load_spec_document(path: Path) -> tuple[PipelineRun, dict[tuple[Any, ...], i
 
 
 def parse_spec_text(text: str, source: str, base_dir: Path) -> tuple[PipelineRun, dict[tuple[Any, ...], int]]:
-    """One PipelineRun from YAML (or JSON) text; a relative source.uri resolves against ``base_dir``."""
+    """One PipelineRun from YAML (or JSON) text; a relative source.uri (and lookup uri) resolves against
+    ``base_dir``."""
     docs = parse_documents(text, source)
     runs = [(d, i) for d, i in docs if d.get("kind") == "PipelineRun"]
     if not runs:
@@ -556,7 +711,15 @@ def parse_spec_text(text: str, source: str, base_dir: Path) -> tuple[PipelineRun
     doc, index = runs[0]
     run = parse_pipelinerun(doc, index, source)
     src = run.spec.source.model_copy(update={"uri": resolve_uri(run.spec.source.uri, base_dir)})
-    return run.model_copy(update={"spec": run.spec.model_copy(update={"source": src})}), index
+    update: dict[str, Any] = {"source": src}
+    transform = run.spec.transform
+    if transform is not None and any(lookup.uri for lookup in transform.lookups):
+        lookups = [
+            lookup.model_copy(update={"uri": resolve_uri(lookup.uri, base_dir)}) if lookup.uri else lookup
+            for lookup in transform.lookups
+        ]
+        update["transform"] = transform.model_copy(update={"lookups": lookups})
+    return run.model_copy(update={"spec": run.spec.model_copy(update=update)}), index
 
 
 def load_spec_file(path: Path) -> PipelineRun:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from controller.expressions import ExpressionError, parse_expression
 from controller.spec import (
+    Lookup,
     PipelineRun,
     PipelineRunSpec,
     SpecError,
@@ -43,6 +44,50 @@ def _expr(path: str, sql: str, columns: dict[str, str], problems: list[Problem])
         problems.append((path, str(exc).removeprefix(f"{path} ")))
 
 
+def _check_lookups(lookups: list[Lookup], cols: dict[str, str], problems: list[Problem]) -> None:
+    """Keys exist where they are used (on the records: the source's columns and earlier lookups'; on a CSV
+    reference: its schema); looked-up columns join ``cols`` for derive, filter and dedupe.
+
+    A table reference's own columns are only known to the warehouse: the transform stage checks them."""
+    labels: set[str] = set()
+    for i, lookup in enumerate(lookups):
+        path = f"spec.transform.lookups[{i}]"
+        if lookup.label.lower() in labels:
+            problems.append((f"{path}.name", f"lookup name {lookup.label!r} is used twice; give each a name"))
+        labels.add(lookup.label.lower())
+        for left in lookup.on:
+            if not _known(left, cols):
+                problems.append(
+                    (f"{path}.on.{left}", f"unknown column {left!r} (known: {', '.join(cols.values())})")
+                )
+        if lookup.schema_:
+            ref: dict[str, str] = {}
+            for j, declared in enumerate(lookup.schema_):
+                if declared.name.lower() in ref:
+                    problems.append(
+                        (f"{path}.schema[{j}].name", f"column {declared.name!r} is declared twice")
+                    )
+                ref[declared.name.lower()] = declared.name
+            for left, right in lookup.on.items():
+                if not _known(right, ref):
+                    problems.append(
+                        (
+                            f"{path}.on.{left}",
+                            f"unknown reference column {right!r} (schema: {', '.join(ref.values())})",
+                        )
+                    )
+            names = [c.name for c in lookup.columns]
+            _check_names(f"{path}.columns", names, ref, problems)
+            _check_names(f"{path}.orderBy", lookup.order_by, ref, problems)
+        for j, column in enumerate(lookup.columns):
+            out = column.output_name
+            if _known(out, cols):
+                problems.append(
+                    (f"{path}.columns[{j}]", f"column {out!r} already exists; rename it with 'as'")
+                )
+            cols[out.lower()] = out
+
+
 def semantic_problems(spec: PipelineRunSpec) -> list[Problem]:
     """Every problem found, as (yaml path, message); empty when the spec is sound."""
     problems: list[Problem] = []
@@ -74,6 +119,7 @@ def semantic_problems(spec: PipelineRunSpec) -> list[Problem]:
                     f"column {st.column!r} is not a STRING: trim and case apply to text only",
                 )
             )
+    _check_lookups(t.lookups, cols, problems)
     for i, d in enumerate(t.derive):
         if _known(d.name, cols):
             problems.append((f"spec.transform.derive[{i}].name", f"column {d.name!r} already exists"))
@@ -82,6 +128,8 @@ def semantic_problems(spec: PipelineRunSpec) -> list[Problem]:
         cols[d.name.lower()] = d.name
     if t.filter is not None:
         _expr("spec.transform.filter", t.filter, cols, problems)
+    elif t.keep_filtered:
+        problems.append(("spec.transform.keepFiltered", "keeps the rows the filter drops: add a filter"))
     if t.dedupe is not None:
         _check_names("spec.transform.dedupe.key", t.dedupe.key, cols, problems)
         _check_names("spec.transform.dedupe.orderBy", t.dedupe.order_by, cols, problems)
@@ -116,6 +164,8 @@ def semantic_problems(spec: PipelineRunSpec) -> list[Problem]:
         t.output.table,
         *(a.output.table for a in spec.aggregate),
     ]
+    if t.keep_filtered or any(lookup.on_missing == "reject" for lookup in t.lookups):
+        tables.append(f"{t.output.table}_rejects")
     seen: set[str] = set()
     for table in tables:
         if table.lower() in seen:

@@ -56,6 +56,12 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         help="ack deadline of a new subscription",
     )
     parser.add_argument(
+        "--result-file",
+        type=Path,
+        default=None,
+        help="also write a short JSON result here (a pod's termination log)",
+    )
+    parser.add_argument(
         "--pull-timeout", type=float, default=DEFAULT_PULL_TIMEOUT_SECONDS, help="seconds to get the ids back"
     )
     return parser.parse_known_args(argv)
@@ -109,12 +115,14 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             bus.close()
     except (SpecError, ConsolidationError) as exc:
-        return _fail(json_out, "BadInput", str(exc), EXIT_BAD_INPUT)
+        return _fail(args, "BadInput", str(exc), EXIT_BAD_INPUT)
     except BusError as exc:
-        return _fail(json_out, "BusError", str(exc), EXIT_FAILED)
+        return _fail(args, "BusError", str(exc), EXIT_FAILED)
     except Exception as exc:  # retryable: the watermark did not move, the messages come back
         log.debug("cycle failed", exc_info=True)
-        return _fail(json_out, type(exc).__name__, str(exc), EXIT_FAILED)
+        return _fail(args, type(exc).__name__, str(exc), EXIT_FAILED)
+    if args.result_file is not None:
+        _write_result(args.result_file, short_result(result))
     if json_out:
         sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
     else:
@@ -122,11 +130,42 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_OK
 
 
-def _fail(json_out: bool, reason: str, message: str, code: int) -> int:
-    if json_out:
-        sys.stdout.write(json.dumps(_failure(reason, message), indent=2) + "\n")
+def _fail(args: argparse.Namespace, reason: str, message: str, code: int) -> int:
+    failure = _failure(reason, message)
+    if args.result_file is not None:
+        _write_result(args.result_file, failure | {"message": message[:RESULT_MESSAGE_CHARS]})
+    if args.output == "json":
+        sys.stdout.write(json.dumps(failure, indent=2) + "\n")
     sys.stderr.write(f"consolidation failed ({reason}): {message}\n")
     return code
+
+
+RESULT_MESSAGE_CHARS = 1000
+"""A termination message holds 4 KiB: the result file keeps the message short."""
+
+
+def short_result(result: CycleResult) -> dict[str, Any]:
+    """The result a pod leaves in its termination log: counts, the watermark, a short message."""
+    return {
+        "status": result.status,
+        "cycleId": result.cycle_id,
+        "merged": result.merged,
+        "inserted": result.inserted,
+        "updated": result.updated,
+        "extracted": result.extracted,
+        "rejoined": result.rejoined,
+        "backlog": result.backlog,
+        "watermark": result.watermark_after,
+        "durationSeconds": result.duration_seconds,
+        "message": result.message[:RESULT_MESSAGE_CHARS],
+    }
+
+
+def _write_result(path: Path, doc: dict[str, Any]) -> None:
+    try:
+        path.write_text(json.dumps(doc, separators=(",", ":"), sort_keys=True), encoding="utf-8")
+    except OSError as exc:
+        log.warning("cannot write the result file %s: %s", path, exc)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from beam.bus import DEFAULT_ACK_DEADLINE_SECONDS, MessageBus, OutgoingMessage, 
 from beam.consolidation.duck import ensure_meta, fetch_arrow, table_types
 from beam.consolidation.faults import FaultHook, faults_from_env
 from beam.consolidation.lock import DEFAULT_TTL_SECONDS, DEFAULT_WAIT_SECONDS, LockHeld, WarehouseLock
-from beam.consolidation.merge import MergeCounts, load_staging, merge_staging_into_target
+from beam.consolidation.merge import load_staging, merge_staging_into_target
 from beam.consolidation.messages import (
     own_keys,
     publish,
@@ -43,11 +43,9 @@ from beam.consolidation.messages import (
     sort_deliveries,
     source_messages,
 )
-from beam.consolidation.pipeline import run_pipeline
 from beam.consolidation.plan import ConsolidationPlan, Position, compile_plan, lock_name, safe_name
 from beam.consolidation.sql import CycleRecord, TransactionPlan, rejoin_sql
 from beam.consolidation.watermark import Window, next_window, read_watermarks, watermarks_json
-from beam.pipelines.chunks import DEFAULT_BUCKETS, pipeline_options
 from beam.warehouse import DuckDBWarehouse, open_warehouse
 from controller.spec import Consolidation, IngestionSource, IngestionSourceSpec
 
@@ -180,138 +178,177 @@ def run_cycle(
     ack_deadline_seconds: int = DEFAULT_ACK_DEADLINE_SECONDS,
     pull_timeout_seconds: float = DEFAULT_PULL_TIMEOUT_SECONDS,
     beam_args: Sequence[str] = (),
-    buckets: int = DEFAULT_BUCKETS,
+    buckets: int | None = None,
 ) -> CycleResult:
     """Run one cycle of ``source`` on the warehouse of ``workdir``; raises ConsolidationError on bad
-    input (missing table, unknown column), returns status Skipped when another cycle holds the lock."""
+    input (missing table, unknown column), returns status Skipped when another cycle holds the lock.
+
+    ``faults`` is called at each fault point (default: ``$DATAOPS_FAULTPOINT``)."""
     now = (now or datetime.now(UTC)).astimezone(UTC)
-    clock = _clock(now)
-    started = time.monotonic()
     name, spec = consolidation_of(source)
-    cycle_id = new_cycle_id(now)
-    warehouse = open_warehouse(workdir)
-    bus = bus if bus is not None else open_bus(workdir)
-    fault = faults if faults is not None else faults_from_env()
-    result = CycleResult(cycle_id=cycle_id, source=name, target=spec.target.table, started_at=now.isoformat())
-    lock = WarehouseLock(
-        warehouse,
+    cycle = _Cycle(
+        source=source,
+        workdir=Path(workdir),
+        warehouse=open_warehouse(workdir),
+        bus=bus if bus is not None else open_bus(Path(workdir)),
+        fault=faults if faults is not None else faults_from_env(),
+        clock=_clock(now),
+        now=now,
+        result=CycleResult(
+            cycle_id=new_cycle_id(now), source=name, target=spec.target.table, started_at=now.isoformat()
+        ),
+        pull_timeout=pull_timeout_seconds,
+        ack_deadline=ack_deadline_seconds,
+        beam_args=list(beam_args),
+        buckets=buckets,
+    )
+    cycle.lock = WarehouseLock(
+        cycle.warehouse,
         lock_name(name),
-        cycle_id,
-        clock,
+        cycle.result.cycle_id,
+        cycle.clock,
         ttl_seconds=lock_ttl_seconds,
         wait_seconds=lock_wait_seconds,
     )
-    try:
-        lock.acquire()
-    except LockHeld as exc:
-        result.status, result.message = "Skipped", str(exc)
-        result.duration_seconds = round(time.monotonic() - started, 3)
-        return result
-    try:
-        with warehouse.connect() as con:
-            plan = _plan(con, source)
-            found = extract(con, plan, cycle_id)
-        bus.ensure(plan.topic, plan.subscription, ack_deadline_seconds)
-        _cycle(
-            plan,
-            found,
-            warehouse,
-            bus,
-            lock,
-            fault,
-            result,
-            clock,
-            now,
-            pull_timeout_seconds,
-            beam_args,
-            buckets,
-            workdir,
+    return cycle.run()
+
+
+@dataclass
+class _Cycle:
+    source: Source
+    workdir: Path
+    warehouse: DuckDBWarehouse
+    bus: MessageBus
+    fault: FaultHook
+    clock: Callable[[], datetime]
+    now: datetime
+    result: CycleResult
+    pull_timeout: float
+    ack_deadline: int
+    beam_args: list[str]
+    buckets: int | None
+    lock: WarehouseLock = field(init=False)
+    started: float = field(default_factory=time.monotonic)
+
+    def run(self) -> CycleResult:
+        r = self.result
+        try:
+            plan, found = self.prepare()
+        except LockHeld as exc:
+            r.status, r.message = "Skipped", str(exc)
+            return self.done()
+        released = False
+        try:
+            self.bus.ensure(plan.topic, plan.subscription, self.ack_deadline)
+            r.watermark_before = watermarks_json(found.before)
+            r.extracted, r.rejoined = found.source.size, found.rejoined
+            r.backlog = found.source.full or any(w.full for w in found.joins)
+            self.fault("after_extract")
+
+            r.published = publish(self.bus, plan.topic, found.messages)
+            self.fault("after_publish")
+
+            received = pull_messages(
+                self.bus, plan.subscription, r.cycle_id, own_keys(found.messages), self.pull_timeout
+            )
+            try:
+                sorted_ = sort_deliveries(plan, received, found.before, found.upto)
+                r.received, r.duplicates = len(received), sorted_.duplicates
+                r.already_merged, r.deferred = len(sorted_.merged), len(sorted_.later) + len(sorted_.foreign)
+                parts = self.stage(plan, found, sorted_.ids)
+                with self.warehouse.connect() as con:
+                    self.lock.refresh(con)
+                    if parts is not None:
+                        r.staged = load_staging(con, plan, parts)
+                    self.fault("after_stage")
+                    self.commit(con, plan, found, staged=parts is not None)
+                    self.fault("after_merge")
+                    acks = sorted_.ack_ids()
+                    self.bus.ack(plan.subscription, acks)
+                    self.bus.nack(plan.subscription, sorted_.nack_ids())
+                    r.acked = len(acks)
+                    self.lock.release(con)
+                    released = True
+            except Exception:
+                self.bus.nack(plan.subscription, [m.ack_id for m in received])
+                raise
+        finally:
+            if not released:
+                self.lock.release()
+        r.message = _message(plan, r)
+        return self.done()
+
+    def done(self) -> CycleResult:
+        self.result.duration_seconds = round(time.monotonic() - self.started, 3)
+        log.info(
+            "consolidation %s cycle %s: %s", self.result.source, self.result.cycle_id, self.result.message
         )
-    finally:
-        lock.release()
-    result.duration_seconds = round(time.monotonic() - started, 3)
-    log.info("consolidation %s cycle %s: %s", name, cycle_id, result.message)
-    return result
+        return self.result
 
+    def prepare(self) -> tuple[ConsolidationPlan, _Extract]:
+        """Take the lock (on the same connection as the extract when it is free at once), check the
+        spec against the tables, extract."""
+        with self.warehouse.connect() as con:
+            if self.lock.try_acquire(con) is None:
+                return self._checked_extract(con)
+        self.lock.acquire()
+        with self.warehouse.connect() as con:
+            return self._checked_extract(con)
 
-def _cycle(
-    plan: ConsolidationPlan,
-    found: _Extract,
-    warehouse: DuckDBWarehouse,
-    bus: MessageBus,
-    lock: WarehouseLock,
-    fault: FaultHook,
-    result: CycleResult,
-    clock: Callable[[], datetime],
-    now: datetime,
-    pull_timeout: float,
-    beam_args: Sequence[str],
-    buckets: int,
-    workdir: Path,
-) -> None:
-    result.watermark_before = watermarks_json(found.before)
-    result.extracted, result.rejoined = found.source.size, found.rejoined
-    result.backlog = found.source.full or any(w.full for w in found.joins)
-    fault("after_extract")
+    def _checked_extract(self, con: duckdb.DuckDBPyConnection) -> tuple[ConsolidationPlan, _Extract]:
+        try:
+            plan = _plan(con, self.source)
+            return plan, extract(con, plan, self.result.cycle_id)
+        except BaseException:
+            self.lock.release(con)
+            raise
 
-    result.published = publish(bus, plan.topic, found.messages)
-    fault("after_publish")
+    def stage(self, plan: ConsolidationPlan, found: _Extract, ids: list[str]) -> str | None:
+        """The Beam pipeline over ``ids``; the glob of its parquet parts (``None``: nothing to stage)."""
+        if not ids:
+            return None
+        # Beam takes seconds to import: a cycle with nothing to stage (or a bad spec) answers without it.
+        from beam.consolidation.pipeline import run_pipeline
+        from beam.pipelines.chunks import DEFAULT_BUCKETS, pipeline_options
 
-    received = pull_messages(bus, plan.subscription, result.cycle_id, own_keys(found.messages), pull_timeout)
-    try:
-        sorted_ = sort_deliveries(plan, received, found.before, found.upto)
-        result.received, result.duplicates = len(received), sorted_.duplicates
-        result.already_merged, result.deferred = (
-            len(sorted_.merged),
-            len(sorted_.later) + len(sorted_.foreign),
+        staging = str(self.workdir / "consolidation" / safe_name(plan.source_name) / "staging")
+        upto = found.upto[plan.source.name]
+        options = pipeline_options(self.beam_args)
+        buckets = self.buckets or DEFAULT_BUCKETS
+        staged = run_pipeline(plan, self.warehouse.path, ids, upto, staging, options, buckets=buckets)
+        return str(staged["parts"])
+
+    def commit(
+        self, con: duckdb.DuckDBPyConnection, plan: ConsolidationPlan, found: _Extract, staged: bool
+    ) -> None:
+        """MERGE, watermarks and the cycle's record in one transaction (when there is anything to do)."""
+        r = self.result
+        after = dict(found.before) | found.moves
+        r.watermark_after = watermarks_json(after)
+        if not staged and not found.moves:
+            return
+        record = CycleRecord(
+            cycle_id=r.cycle_id,
+            started_at=self.now,
+            committed_at=self.clock(),
+            extracted=r.extracted,
+            rejoined=r.rejoined,
+            staged=r.staged,
+            watermark_before=found.before,
+            watermark_after=after,
         )
-        ids = sorted_.ids
-        staging = str(workdir / "consolidation" / safe_name(plan.source_name) / "staging")
-        parts = None
-        if ids:
-            upto = found.upto[plan.source.name]
-            options = pipeline_options(beam_args)
-            parts = run_pipeline(plan, warehouse.path, ids, upto, staging, options, buckets=buckets)["parts"]
-        with warehouse.connect() as con:
-            lock.refresh(con)
-            if parts is not None:
-                result.staged = load_staging(con, plan, parts)
-            fault("after_stage")
-            counts = MergeCounts(0, 0, 0)
-            after = dict(found.before) | found.moves
-            if ids or found.moves:
-                record = CycleRecord(
-                    cycle_id=result.cycle_id,
-                    started_at=now,
-                    committed_at=clock(),
-                    extracted=result.extracted,
-                    rejoined=result.rejoined,
-                    staged=result.staged,
-                    watermark_before=found.before,
-                    watermark_after=after,
-                )
-                tx = TransactionPlan(
-                    cycle_id=result.cycle_id,
-                    owner=lock.owner,
-                    before=found.before,
-                    after=found.moves,
-                    record=record,
-                    staged=bool(ids),
-                    now=clock(),
-                )
-                counts = merge_staging_into_target(con, plan, tx)
-                result.status = "Merged"
-        result.inserted, result.updated, result.unchanged = counts.inserted, counts.updated, counts.unchanged
-        result.watermark_after = watermarks_json(after)
-        fault("after_merge")
-    except Exception:
-        bus.nack(plan.subscription, [m.ack_id for m in received])
-        raise
-    acks = sorted_.ack_ids()
-    bus.ack(plan.subscription, acks)
-    bus.nack(plan.subscription, sorted_.nack_ids())
-    result.acked = len(acks)
-    result.message = _message(plan, result)
+        tx = TransactionPlan(
+            cycle_id=r.cycle_id,
+            owner=self.lock.owner,
+            before=found.before,
+            after=found.moves,
+            record=record,
+            staged=staged,
+            now=self.clock(),
+        )
+        counts = merge_staging_into_target(con, plan, tx)
+        r.status = "Merged"
+        r.inserted, r.updated, r.unchanged = counts.inserted, counts.updated, counts.unchanged
 
 
 def extract(con: duckdb.DuckDBPyConnection, plan: ConsolidationPlan, cycle_id: str) -> _Extract:

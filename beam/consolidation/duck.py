@@ -8,21 +8,29 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from beam.consolidation.sql import meta_ddl, to_duckdb
-from beam.pipelines.chunks import column_types
+from beam.consolidation.sql import Sql, meta_ddl
 from beam.warehouse.duckdb_warehouse import quote_table, split_table
 
 
-def execute(con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple[Any, ...]]:
-    """Run one BigQuery-dialect statement on DuckDB, to completion."""
-    return con.execute(to_duckdb(sql)).fetchall()
+def execute(con: duckdb.DuckDBPyConnection, sql: Sql) -> list[tuple[Any, ...]]:
+    """Run one statement of :mod:`beam.consolidation.sql` on DuckDB, to completion."""
+    return con.execute(sql.duckdb, dict(sql.params)).fetchall()
 
 
-def fetch_arrow(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
-    return con.sql(to_duckdb(sql)).to_arrow_table()
+def fetch_arrow(con: duckdb.DuckDBPyConnection, sql: Sql) -> pa.Table:
+    return con.sql(sql.duckdb, params=dict(sql.params) or None).to_arrow_table()
 
 
-def guard(con: duckdb.DuckDBPyConnection, sql: str) -> bool:
+def run_on_chunk(con: duckdb.DuckDBPyConnection, sql: Sql, relation: str, chunk: pa.Table) -> pa.Table:
+    """``sql`` over ``chunk`` registered as ``relation``."""
+    con.register(relation, chunk)
+    try:
+        return fetch_arrow(con, sql)
+    finally:
+        con.unregister(relation)
+
+
+def guard(con: duckdb.DuckDBPyConnection, sql: Sql) -> bool:
     """A guard statement's answer (one boolean)."""
     rows = execute(con, sql)
     return bool(rows and rows[0][0])
@@ -35,6 +43,8 @@ def ensure_meta(con: duckdb.DuckDBPyConnection) -> None:
 
 def table_types(con: duckdb.DuckDBPyConnection, tables: Iterable[str]) -> dict[str, Mapping[str, str] | None]:
     """``table -> {column: BigQuery type}`` for each table, ``None`` for a missing one."""
+    from beam.pipelines.chunks import column_types  # imports Beam: only when a cycle checks its tables
+
     out: dict[str, Mapping[str, str] | None] = {}
     for name in dict.fromkeys(tables):
         schema, tbl = split_table(name)

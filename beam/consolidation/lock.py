@@ -118,23 +118,26 @@ class WarehouseLock:
             return None
         return None if process_alive(holder.pid) else holder.owner
 
-    def try_acquire(self) -> LockHolder | None:
-        """Take the lock if it is free; the holder that keeps it otherwise (``None``: taken)."""
+    def try_acquire(self, con: duckdb.DuckDBPyConnection | None = None) -> LockHolder | None:
+        """Take the lock if it is free, in one transaction (on ``con``, or a connection of its own);
+        the holder that keeps it otherwise (``None``: taken)."""
+        if con is None:
+            with self.warehouse.connect() as own:
+                return self.try_acquire(own)
         now = self.clock()
-        with self.warehouse.connect() as con:
-            ensure_meta(con)
-            con.execute("BEGIN TRANSACTION")
-            try:
-                holder = self._holder(con)
-                take = lock_take_sql(
-                    self.name, self.owner, self.host, self.pid, now, now + self.ttl, self._stale(holder)
-                )
-                execute(con, take)
-                after = self._holder(con)
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
+        ensure_meta(con)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            holder = self._holder(con)
+            stale = self._stale(holder)
+            execute(
+                con, lock_take_sql(self.name, self.owner, self.host, self.pid, now, now + self.ttl, stale)
+            )
+            after = self._holder(con)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
         return None if after is not None and after.owner == self.owner else after
 
     def acquire(self) -> None:
@@ -161,7 +164,10 @@ class WarehouseLock:
         """Push the expiry forward (a long cycle calls this between its steps)."""
         execute(con, lock_refresh_sql(self.name, self.owner, self.clock() + self.ttl))
 
-    def release(self) -> None:
-        with self.warehouse.connect() as con:
-            ensure_meta(con)
-            execute(con, lock_release_sql(self.name, self.owner))
+    def release(self, con: duckdb.DuckDBPyConnection | None = None) -> None:
+        if con is None:
+            with self.warehouse.connect() as own:
+                self.release(own)
+            return
+        ensure_meta(con)
+        execute(con, lock_release_sql(self.name, self.owner))

@@ -1,6 +1,6 @@
 """The staging table, then ONE transaction: MERGE staging into target and move the watermarks.
 
-The transaction runs :func:`beam.consolidation.sql.transaction_statements` (the same statements the
+The transaction runs :func:`beam.consolidation.sql.transaction_steps` (the same statements the
 BigQuery script wraps): it first checks that this cycle still holds the lock and that no watermark
 moved since the cycle read it; any failed check or error rolls everything back.
 """
@@ -18,11 +18,9 @@ from beam.consolidation.sql import (
     create_target_sql,
     cycle_counts_sql,
     drop_staging_sql,
-    guard_reason,
-    ident,
-    transaction_statements,
+    transaction_steps,
 )
-from beam.warehouse.duckdb_warehouse import quote_ident, quote_table, split_table
+from beam.warehouse.duckdb_warehouse import quote_ident, quote_table
 
 
 class MergeRefused(Exception):
@@ -59,19 +57,16 @@ def merge_staging_into_target(
     con: duckdb.DuckDBPyConnection, plan: ConsolidationPlan, tx: TransactionPlan
 ) -> MergeCounts:
     """Merge (when rows were staged), move the watermarks and record the cycle, in one transaction."""
-    dataset, _ = split_table(plan.target)
     con.execute("BEGIN TRANSACTION")
     try:
         if tx.staged:
-            execute(con, f"CREATE SCHEMA IF NOT EXISTS {ident(dataset)}")
-            execute(con, create_target_sql(plan))
-        for kind, sql in transaction_statements(plan, tx):
-            if kind == "guard" and not guard(con, sql):
-                raise MergeRefused(
-                    f"cycle {tx.cycle_id} of {plan.source_name} did not merge: {guard_reason(sql)}"
-                )
-            if kind == "run":
-                execute(con, sql)
+            for ddl in create_target_sql(plan):
+                execute(con, ddl)
+        for step in transaction_steps(plan, tx):
+            if step.kind == "guard" and not guard(con, step.sql):
+                raise MergeRefused(f"cycle {tx.cycle_id} of {plan.source_name} did not merge: {step.reason}")
+            if step.kind == "run":
+                execute(con, step.sql)
         counts = execute(con, cycle_counts_sql(plan, tx.cycle_id))
         con.execute("COMMIT")
     except BaseException:

@@ -22,8 +22,9 @@ import duckdb
 import pyarrow as pa
 
 from beam.bus.port import MessageBus, OutgoingMessage, ReceivedMessage
+from beam.consolidation.duck import execute
 from beam.consolidation.plan import ConsolidationPlan, Position
-from beam.consolidation.sql import CURSOR_TEXT, ID_TEXT, classify_sql, key_text, to_duckdb
+from beam.consolidation.sql import CURSOR_TEXT, ID_TEXT, classify_sql, key_text
 from beam.consolidation.watermark import Watermarks
 
 ATTR_SOURCE = "source"
@@ -216,13 +217,23 @@ def _classify(
         }
     )
     out: dict[int, tuple[bool | None, bool | None]] = {}
-    with duckdb.connect() as con:
+    with _memory().cursor() as con:
         con.register("messages", table)
         for stream in plan.streams:
             sql = classify_sql(stream, "messages", committed.get(stream.name), upto.get(stream.name))
-            for idx, merged, due in con.execute(to_duckdb(sql)).fetchall():
+            for idx, merged, due in execute(con, sql):
                 out[int(idx)] = (merged, due)
     return out
+
+
+_MEMORY: list[duckdb.DuckDBPyConnection] = []
+
+
+def _memory() -> duckdb.DuckDBPyConnection:
+    """One in-memory DuckDB per process (opening one costs ~0.1 s); callers take a cursor of it."""
+    if not _MEMORY:
+        _MEMORY.append(duckdb.connect())
+    return _MEMORY[0]
 
 
 def _nth(values: Sequence[str], n: int) -> str | None:

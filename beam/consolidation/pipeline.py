@@ -28,8 +28,9 @@ import pyarrow as pa
 from apache_beam.metrics.metric import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from beam.consolidation.duck import run_on_chunk
 from beam.consolidation.plan import ConsolidationPlan, Position
-from beam.consolidation.sql import ID_TEXT, dedupe_latest_sql, join_rows_sql, read_operations_sql, to_duckdb
+from beam.consolidation.sql import ID_TEXT, Sql, dedupe_latest_sql, join_rows_sql, read_operations_sql
 from beam.pipelines.chunks import (
     CHUNK,
     DEFAULT_BUCKETS,
@@ -43,7 +44,6 @@ from beam.pipelines.chunks import (
     counters,
     parts_glob,
     pipeline_options,
-    run_sql,
 )
 from beam.warehouse.duckdb_warehouse import DuckDBWarehouse
 
@@ -59,14 +59,14 @@ class WarehouseSqlFn(beam.DoFn):
     """One statement over each chunk, on a read-only connection to the warehouse (opened per chunk,
     so none outlives the pipeline); ``counter`` counts the rows that come out."""
 
-    def __init__(self, warehouse: str, sql: str, counter: str) -> None:
+    def __init__(self, warehouse: str, sql: Sql, counter: str) -> None:
         self.warehouse = warehouse
         self.sql = sql
         self.rows = Metrics.counter(NAMESPACE, counter)
 
     def process(self, chunk: pa.Table) -> Iterator[pa.Table]:
         with DuckDBWarehouse(Path(self.warehouse)).connect(read_only=True) as con:
-            out = run_sql(con, self.sql, chunk)
+            out = run_on_chunk(con, self.sql, CHUNK, chunk)
         self.rows.inc(out.num_rows)
         yield out
 
@@ -76,7 +76,7 @@ class ReadOperations(beam.PTransform[Chunks, Chunks]):
 
     def __init__(self, plan: ConsolidationPlan, warehouse: str, upto: Position | None) -> None:
         super().__init__()
-        self.sql = to_duckdb(read_operations_sql(plan, CHUNK, upto))
+        self.sql = read_operations_sql(plan, CHUNK, upto)
         self.warehouse = warehouse
 
     def expand(self, ids: Chunks) -> Chunks:
@@ -88,7 +88,7 @@ class JoinRows(beam.PTransform[Chunks, Chunks]):
 
     def __init__(self, plan: ConsolidationPlan, warehouse: str) -> None:
         super().__init__()
-        self.sql = to_duckdb(join_rows_sql(plan, CHUNK))
+        self.sql = join_rows_sql(plan, CHUNK)
         self.warehouse = warehouse
 
     def expand(self, operations: Chunks) -> Chunks:
@@ -101,7 +101,7 @@ class DedupeLatest(beam.PTransform[Chunks, Buckets]):
     def __init__(self, plan: ConsolidationPlan, buckets: int) -> None:
         super().__init__()
         self.key = plan.target_key
-        self.sql = to_duckdb(dedupe_latest_sql(plan, CHUNK))
+        self.sql = dedupe_latest_sql(plan, CHUNK).duckdb
         self.buckets = buckets
 
     def expand(self, rows: Chunks) -> Buckets:

@@ -31,8 +31,8 @@ _UTF8 = {"utf-8", "utf8", "utf_8"}
 REJECT_SCHEMA = pa.schema(
     [
         ("file", pa.string()),
-        ("row", pa.int64()),
-        ("column", pa.string()),
+        ("row_number", pa.int64()),
+        ("column_name", pa.string()),
         ("rule", pa.string()),
         ("value", pa.string()),
         ("message", pa.string()),
@@ -61,6 +61,9 @@ class CsvRead:
     rejects: pa.Table  # REJECT_SCHEMA, one row per (row, column, rule)
     rows_total: int  # data rows seen, good and bad
     files: tuple[str, ...]
+    headers: tuple[str, ...] = ()  # each file's header line as read (empty without a header)
+    source: Source | None = None
+    tmpdir: Path = Path(".")
 
 
 def expand_uri(uri: str) -> list[str]:
@@ -213,6 +216,8 @@ class _FileReader:
         self.source = source
         self.tmpdir = tmpdir
         self.encoding = _check_encoding(source.encoding)
+        self.headers: list[str] = []
+        self.widths: list[list[str]] = []
 
     def _x(self, sql: str, params: list[object] | None = None) -> list[tuple[object, ...]]:
         return self.con.execute(sql, params or []).fetchall()
@@ -242,6 +247,8 @@ class _FileReader:
         if header is None:
             raise SourceError(f"{path}: the file is empty (no header, no rows)")
         mapping = map_columns(path, header, src)
+        self.headers.append(_csv_line(header, src) if src.header else "")
+        self.widths.append(header)
         width = len(header)
         readable = self._utf8_path(path, n)
         cols = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(width)) + "}"
@@ -358,6 +365,23 @@ def _csv_line(fields: Sequence[str | None], source: Source) -> str:
     return buf.getvalue()
 
 
+def original_lines(source: Source, tmpdir: Path, path: str, rows: Sequence[int]) -> dict[int, str]:
+    """The text of some rows of one file as read (for rows rejected after typing): reads it again."""
+    con = duckdb.connect()
+    try:
+        con.execute("SET enable_progress_bar = false").fetchall()
+        reader = _FileReader(con, source, tmpdir)
+        reader.read(0, path)
+        width = len(reader.widths[0])
+        fields = ", ".join(f"c{i}" for i in range(width))
+        got = con.execute(
+            f"SELECT {ROW_COL}, {fields} FROM checked_0 WHERE {ROW_COL} IN (SELECT unnest(?))", [list(rows)]
+        ).fetchall()
+    finally:
+        con.close()
+    return {int(r[0]): _csv_line(r[1:], source) for r in got}
+
+
 def read_csv_source(source: Source, tmpdir: Path) -> CsvRead:
     """Read every file of the source into one typed table and one table of rejects."""
     files = expand_uri(source.uri)
@@ -379,4 +403,13 @@ def read_csv_source(source: Source, tmpdir: Path) -> CsvRead:
         ).to_arrow_table()
     finally:
         con.close()
-    return CsvRead(typed=typed, rejects=rejects.cast(REJECT_SCHEMA), rows_total=total, files=tuple(files))
+    rejects = rejects.rename_columns(REJECT_SCHEMA.names)
+    return CsvRead(
+        typed=typed,
+        rejects=rejects.cast(REJECT_SCHEMA),
+        rows_total=total,
+        files=tuple(files),
+        headers=tuple(reader.headers),
+        source=source,
+        tmpdir=tmpdir,
+    )

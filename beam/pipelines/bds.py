@@ -21,6 +21,7 @@ import argparse
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ from beam.pipelines.chunks import (
     counters,
     parts_glob,
     pipeline_options,
+    positive_int,
     row_ranges,
 )
 from beam.sql import AggregateSql, SpecSqlError, compile_aggregate
@@ -101,6 +103,11 @@ def plans_for(
                 f"spec.aggregate[{i}].output.table: {table} is written by an earlier aggregate"
             )
         plan = compile_aggregate(aggregate, list(column_types(schema)), i, report_date)
+        sums = plan.sum_inputs_sql(CHUNK)
+        if sums is not None:
+            types = check_sql([sums], schema, f"spec.aggregate[{i}]")
+            integers = frozenset(f.name for f in types if pa.types.is_integer(f.type))
+            plan = replace(plan, integer_sums=integers)
         check_sql([plan.sql(CHUNK)], schema, f"spec.aggregate[{i}]")
         plans[table] = plan
     return plans
@@ -160,8 +167,12 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
     parser.add_argument("--spec", required=True, type=Path, help="the PipelineRun YAML")
     parser.add_argument("--warehouse", required=True, type=Path, help="the warehouse file (DuckDB)")
     parser.add_argument("--staging", required=True, help="folder (local or gs://) for the parquet parts")
-    parser.add_argument("--buckets", type=int, default=DEFAULT_BUCKETS, help="shuffle buckets (output parts)")
-    parser.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS, help="rows per chunk read")
+    parser.add_argument(
+        "--buckets", type=positive_int, default=DEFAULT_BUCKETS, help="shuffle buckets (output parts)"
+    )
+    parser.add_argument(
+        "--chunk-rows", type=positive_int, default=DEFAULT_CHUNK_ROWS, help="rows per chunk read"
+    )
     parser.add_argument("--started-at", default=None, help="the run's start (ISO 8601), for reportDate")
     return parser.parse_known_args(argv)
 

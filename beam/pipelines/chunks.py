@@ -10,7 +10,7 @@ Reading talks to the warehouse port only; parts are written through Beam's ``Fil
 ``gs://`` staging folder works the same as a local one.
 """
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +37,14 @@ CHUNK = "chunk"
 NAMESPACE = "dataops"
 """The namespace of every counter the pipelines keep."""
 
-LOCAL_RUNNER = "FnApiRunner"
+LOCAL_RUNNER = "BundleBasedDirectRunner"
 """The in-process runner used when argv names none.
 
 Beam 2.77's ``DirectRunner`` first tries to download the Prism runner (no network here: it fails, then
-falls back). ``FnApiRunner`` in ``in_memory`` mode is what ``DirectRunner`` falls back to for batch
-pipelines; on 1M rows it ran the TDS pipeline faster than ``BundleBasedDirectRunner`` and than
-``multi_threading`` (DuckDB already uses every core inside each step)."""
+falls back). Measured on 1M raw rows (TDS + BDS + swaps, best of 3, 2 CPUs): ``BundleBasedDirectRunner``
+8.6 s, ``FnApiRunner`` (``direct_running_mode=in_memory``) 10.8 s, the latter encoding every chunk
+between stages; ``multi_processing`` was 3-5x slower and ``multi_threading`` grew past 20 GB and was
+OOM-killed. ``--runner FnApiRunner`` (or DataflowRunner) still works from argv."""
 
 Chunks = PCollection[pa.Table]
 """Chunks of rows: the elements of every per-row step."""
@@ -52,7 +53,7 @@ Buckets = PCollection[tuple[int, pa.Table]]
 """``(bucket, rows)``: all the rows of a bucket's keys, after the shuffle."""
 
 DEFAULT_BUCKETS = 4
-DEFAULT_CHUNK_ROWS = 131072
+DEFAULT_CHUNK_ROWS = 262144
 
 
 # ---- options and results ----------------------------------------------------------------------------
@@ -65,6 +66,14 @@ def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
     if standard.runner is None:
         standard.runner = LOCAL_RUNNER
     return options
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"{text} is not at least 1")
+    return value
 
 
 def counters(result: PipelineResult) -> dict[str, int]:
@@ -136,25 +145,37 @@ def memory_connection() -> duckdb.DuckDBPyConnection:
     return con
 
 
-def run_sql(con: duckdb.DuckDBPyConnection, sql: str, chunk: pa.Table) -> pa.Table:
-    """``sql`` over ``chunk`` registered as :data:`CHUNK`."""
-    con.register(CHUNK, chunk)
+def run_sql(
+    con: duckdb.DuckDBPyConnection, sql: str, chunk: pa.Table, relations: Mapping[str, pa.Table] | None = None
+) -> pa.Table:
+    """``sql`` over ``chunk`` registered as :data:`CHUNK` (and ``relations`` under their names)."""
+    tables = {CHUNK: chunk, **(relations or {})}
+    for name, table in tables.items():
+        con.register(name, table)
     try:
         result = con.sql(sql).to_arrow_table()
     finally:
-        con.unregister(CHUNK)
+        for name in tables:
+            con.unregister(name)
     return result
 
 
-def check_sql(statements: Sequence[str], schema: pa.Schema, what: str) -> pa.Schema:
+def check_sql(
+    statements: Sequence[str],
+    schema: pa.Schema,
+    what: str,
+    relations: Mapping[str, pa.Schema] | None = None,
+) -> pa.Schema:
     """Run the chain of ``statements`` (each over :data:`CHUNK`) on no rows; the schema that comes out.
 
-    Catches what only the engine sees (a type mismatch in an expression) before any data moves."""
+    ``relations`` are other tables the statements read (empty too). Catches what only the engine sees
+    (a type mismatch in an expression) before any data moves."""
     table = schema.empty_table()
+    others = {name: other.empty_table() for name, other in (relations or {}).items()}
     with memory_connection() as con:
         for sql in statements:
             try:
-                table = run_sql(con, sql, table)
+                table = run_sql(con, sql, table, others)
             except duckdb.Error as exc:
                 raise SpecSqlError(f"{what}: {exc}") from None
     return table.schema
@@ -173,14 +194,21 @@ def row_ranges(table: str, warehouse: DuckDBWarehouse, chunk_rows: int) -> list[
 @beam.typehints.with_input_types(tuple[int, int])
 @beam.typehints.with_output_types(pa.Table)
 class ReadChunkFn(beam.DoFn):
-    """Rows ``start <= rowid < stop`` of a warehouse table, as one chunk."""
+    """Rows ``start <= rowid < stop`` of a warehouse table, as one chunk; ``counter`` counts them."""
 
-    def __init__(self, warehouse: str, table: str, schema: pa.Schema, with_row_id: str | None) -> None:
+    def __init__(
+        self,
+        warehouse: str,
+        table: str,
+        schema: pa.Schema,
+        with_row_id: str | None,
+        counter: str = "rows_read",
+    ) -> None:
         self.warehouse = warehouse
         self.table = table
         self.schema = schema
         self.with_row_id = with_row_id
-        self.rows_read = Metrics.counter(NAMESPACE, "rows_read")
+        self.rows_read = Metrics.counter(NAMESPACE, counter)
 
     def process(self, element: tuple[int, int]) -> Iterator[pa.Table]:
         start, stop = element
@@ -201,6 +229,7 @@ class ReadTableChunks(beam.PTransform[PBegin, Chunks]):
         ranges: Sequence[tuple[int, int]],
         schema: pa.Schema,
         with_row_id: str | None = ROW_ID,
+        counter: str = "rows_read",
     ) -> None:
         super().__init__()
         self.warehouse = warehouse
@@ -208,14 +237,15 @@ class ReadTableChunks(beam.PTransform[PBegin, Chunks]):
         self.ranges = list(ranges)
         self.schema = schema.append(pa.field(with_row_id, pa.int64())) if with_row_id else schema
         self.with_row_id = with_row_id
+        self.counter = counter
 
     def expand(self, pbegin: PBegin) -> Chunks:
+        read = ReadChunkFn(self.warehouse, self.table, self.schema, self.with_row_id, self.counter)
         return (
             pbegin
             | "RowRanges" >> beam.Create(self.ranges)
             | "SpreadRanges" >> beam.Reshuffle()
-            | "ReadRanges"
-            >> beam.ParDo(ReadChunkFn(self.warehouse, self.table, self.schema, self.with_row_id))
+            | "ReadRanges" >> beam.ParDo(read)
         )
 
 
@@ -247,11 +277,15 @@ class ChunkSqlFn(beam.DoFn):
 @beam.typehints.with_input_types(pa.Table)
 @beam.typehints.with_output_types(tuple[int, pa.Table])
 class SplitIntoBucketsFn(beam.DoFn):
-    """``(bucket, rows)`` for every bucket, the rows of a chunk whose key hashes there (maybe none)."""
+    """``(bucket, rows)`` for every bucket, the rows of a chunk whose key hashes there (maybe none).
 
-    def __init__(self, key: Sequence[str], buckets: int) -> None:
+    ``ids_sql`` (over :data:`CHUNK`, one INTEGER column) replaces ``hash(key) % buckets`` where two
+    inputs must agree on buckets (a keyed join casts both sides' keys to one type first)."""
+
+    def __init__(self, key: Sequence[str], buckets: int, ids_sql: str | None = None) -> None:
         self.key = list(key)
         self.buckets = buckets if self.key else 1
+        self.ids_sql = ids_sql or bucket_sql(self.key, self.buckets, CHUNK)
 
     def setup(self) -> None:
         self.con = memory_connection()
@@ -260,7 +294,7 @@ class SplitIntoBucketsFn(beam.DoFn):
         if self.buckets == 1:
             yield 0, chunk
             return
-        ids = run_sql(self.con, bucket_sql(self.key, self.buckets, CHUNK), chunk).column(0)
+        ids = run_sql(self.con, self.ids_sql, chunk).column(0)
         ordered = chunk.take(pc.sort_indices(ids))
         sizes = np.bincount(ids.to_numpy(), minlength=self.buckets)
         offset = 0

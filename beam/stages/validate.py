@@ -17,7 +17,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from beam.io.csv_source import FILE_COL, REJECT_SCHEMA, ROW_COL, CsvRead, SourceError, read_csv_source
+from beam.io.csv_source import (
+    FILE_COL,
+    REJECT_SCHEMA,
+    ROW_COL,
+    CsvRead,
+    SourceError,
+    original_lines,
+    read_csv_source,
+)
 from beam.stages.context import StageContext, StageFailed, StageResult
 from beam.warehouse import LineageRecord, open_warehouse
 
@@ -25,6 +33,7 @@ if TYPE_CHECKING:
     from beam.validation.expectations import ValidationOutcome
 
 VALIDATED = "validated.parquet"
+EXPORT_DIR = "rejects-export"
 REJECTS = "rejects.parquet"
 SHOWN_REJECTS = 5
 
@@ -114,12 +123,12 @@ def _combine_rejects(read: CsvRead, typed: pa.Table, outcome: ValidationOutcome 
     pos = [f.row_number for f in outcome.row_failures]
     files = typed.column(FILE_COL).take(pos).to_pylist()
     rows = typed.column(ROW_COL).take(pos).to_pylist()
-    texts = _row_texts(typed, pos)
+    texts = _original_texts(read, typed, pos, files, rows)
     extra = pa.table(
         {
             "file": files,
-            "row": rows,
-            "column": [f.column for f in outcome.row_failures],
+            "row_number": rows,
+            "column_name": [f.column for f in outcome.row_failures],
             "rule": [f.rule for f in outcome.row_failures],
             "value": [f.value for f in outcome.row_failures],
             "message": [f.message for f in outcome.row_failures],
@@ -128,7 +137,22 @@ def _combine_rejects(read: CsvRead, typed: pa.Table, outcome: ValidationOutcome 
         schema=REJECT_SCHEMA,
     )
     both = pa.concat_tables([read.rejects, extra])
-    return both.sort_by([("file", "ascending"), ("row", "ascending")])
+    return both.sort_by([("file", "ascending"), ("row_number", "ascending")])
+
+
+def _original_texts(
+    read: CsvRead, typed: pa.Table, pos: list[int], files: list[str], rows: list[int]
+) -> list[str]:
+    """The rows' text as read from their files (read again, only when an expectation rejected rows)."""
+    rebuilt = _row_texts(typed, pos)
+    if read.source is None:
+        return rebuilt
+    texts: dict[tuple[str, int], str] = {}
+    for path in sorted(set(files)):
+        wanted = sorted({r for f, r in zip(files, rows, strict=True) if f == path})
+        found = original_lines(read.source, read.tmpdir, path, wanted)
+        texts.update({(path, r): t for r, t in found.items()})
+    return [texts.get((f, r), fallback) for f, r, fallback in zip(files, rows, rebuilt, strict=True)]
 
 
 def _row_texts(typed: pa.Table, positions: list[int]) -> list[str]:
@@ -165,7 +189,7 @@ def _without_positions(typed: pa.Table, positions: list[int]) -> pa.Table:
 def _count_bad_rows(rejects: pa.Table) -> int:
     if rejects.num_rows == 0:
         return 0
-    return rejects.select(["file", "row"]).group_by(["file", "row"]).aggregate([]).num_rows
+    return rejects.select(["file", "row_number"]).group_by(["file", "row_number"]).aggregate([]).num_rows
 
 
 def _rejects_message(
@@ -173,7 +197,9 @@ def _rejects_message(
 ) -> str:
     shown = []
     for r in rejects.slice(0, SHOWN_REJECTS).to_pylist():
-        where = f"{Path(r['file']).name} row {r['row']}" + (f" column {r['column']}" if r["column"] else "")
+        where = f"{Path(r['file']).name} row {r['row_number']}" + (
+            f" column {r['column_name']}" if r["column_name"] else ""
+        )
         shown.append(f"{where}: {r['rule']}: {r['message']}")
     more = f" (and {rejects.num_rows - SHOWN_REJECTS} more)" if rejects.num_rows > SHOWN_REJECTS else ""
     limit = (
@@ -207,6 +233,7 @@ def _write_artifacts(
 ) -> None:
     _atomic_parquet(keep, out_dir / VALIDATED)
     _atomic_parquet(rejects, out_dir / REJECTS)
+    _write_rejects_export(out_dir, rejects, read)
     ge = (
         outcome.ge_result
         if outcome
@@ -217,11 +244,48 @@ def _write_artifacts(
         f"run {ctx.name}: {read.rows_total} rows read from {len(read.files)} file(s)",
         f"rejected rows: {_count_bad_rows(rejects)} ({percent:.2f}%)",
     ]
-    by_rule = rejects.group_by("rule").aggregate([("row", "count")]).to_pylist() if rejects.num_rows else []
-    lines += [f"  {r['rule']}: {r['row_count']}" for r in sorted(by_rule, key=lambda r: -r["row_count"])]
+    by_rule = (
+        rejects.group_by("rule").aggregate([("row_number", "count")]).to_pylist() if rejects.num_rows else []
+    )
+    lines += [
+        f"  {r['rule']}: {r['row_number_count']}"
+        for r in sorted(by_rule, key=lambda r: -r["row_number_count"])
+    ]
     if outcome is not None:
         lines += ["", outcome.summary()]
     _atomic_text("\n".join(lines) + "\n", out_dir / "summary.txt")
+
+
+def _write_rejects_export(out_dir: Path, rejects: pa.Table, read: CsvRead) -> None:
+    """Per source file, its header and the rejected rows as read: what a person fixes and replays
+    with ``dataops replay-rejects``; the reasons go beside it."""
+    export = out_dir / EXPORT_DIR
+    export.mkdir(exist_ok=True)
+    for old in export.glob("*"):
+        old.unlink()
+    rows = rejects.to_pylist()
+    for n, path in enumerate(read.files):
+        mine = {
+            r["row_number"]: r["line_text"] for r in rows if r["file"] == path and r["line_text"] is not None
+        }
+        if not mine:
+            continue
+        header = read.headers[n] if n < len(read.headers) else ""
+        lines = ([header] if header else []) + [mine[row] for row in sorted(mine)]
+        _atomic_text("\n".join(lines) + "\n", export / f"rejects-{n:03d}.csv")
+    reasons = [
+        f"{Path(r['file']).name},{r['row_number']},{r['column_name'] or ''},{r['rule']},{_quote(r['message'])}"
+        for r in rows
+    ]
+    _atomic_text(
+        "file,row_number,column_name,rule,message\n" + "".join(line + "\n" for line in reasons),
+        out_dir / "rejects-reasons.csv",
+    )
+
+
+def _quote(text: str | None) -> str:
+    value = (text or "").replace('"', '""')
+    return f'"{value}"'
 
 
 def _write_rejects_table(ctx: StageContext, rejects: pa.Table) -> None:
@@ -240,4 +304,4 @@ def _write_rejects_table(ctx: StageContext, rejects: pa.Table) -> None:
         rows=n,
         written_at=ctx.started_at,
     )
-    open_warehouse(ctx.workdir).replace_table(table, data, lineage)
+    open_warehouse(ctx.workdir).replace_run_rows(table, data, lineage)

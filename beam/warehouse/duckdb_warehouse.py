@@ -209,6 +209,25 @@ class DuckDBWarehouse:
                 raise
         return added
 
+    def replace_run_rows(self, table: str, data: pa.Table, lineage: LineageRecord) -> int:
+        """Replace this run's rows of a table shared by runs (``run`` column), in one transaction."""
+        schema, _ = split_table(table)
+        with self.connect() as con:
+            _x(con, "BEGIN TRANSACTION")
+            try:
+                _x(con, f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
+                source = _register_source(con, data)
+                _x(con, f"CREATE TABLE IF NOT EXISTS {quote_table(table)} AS SELECT * FROM {source} LIMIT 0")
+                _x(con, f"DELETE FROM {quote_table(table)} WHERE run = ?", [lineage.run])
+                _x(con, f"INSERT INTO {quote_table(table)} BY NAME SELECT * FROM {source}")
+                rows = _count(con, table)
+                _write_lineage(con, lineage, rows)
+                _x(con, "COMMIT")
+            except BaseException:
+                _x(con, "ROLLBACK")
+                raise
+        return rows
+
     def drop_table(self, table: str) -> None:
         with self.connect() as con:
             _x(con, f"DROP TABLE IF EXISTS {quote_table(table)}")

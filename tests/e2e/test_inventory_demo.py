@@ -144,7 +144,7 @@ def test_raw_table_holds_exactly_the_valid_rows(demo: tuple[Path, dict[str, Any]
     workdir, summary = demo
     expected = reference(EXAMPLE / "inventory.csv")
     assert query(workdir, "SELECT count(*) FROM inventory_raw.resources")[0][0] == expected["valid"]
-    rejected = query(workdir, "SELECT count(DISTINCT row) FROM inventory_raw.resources_rejects")[0][0]
+    rejected = query(workdir, "SELECT count(DISTINCT row_number) FROM inventory_raw.resources_rejects")[0][0]
     assert rejected == summary["stages"][0]["rowsRejected"] > 0
 
 
