@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
@@ -37,9 +38,17 @@ def show(workdir: Path, peek: int) -> None:
         for col in rel.columns:
             peek_table.add_column(col)
         for row in rel.fetchall():
-            peek_table.add_row(*(f"{v:,.2f}" if isinstance(v, float) else str(v) for v in row))
+            peek_table.add_row(*(_cell(v) for v in row))
         console.print(peek_table)
     con.close()
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float | Decimal):
+        return f"{value:,.2f}"
+    return str(value)
 
 
 def main() -> None:
