@@ -62,8 +62,6 @@ class CsvRead:
     rows_total: int  # data rows seen, good and bad
     files: tuple[str, ...]
     headers: tuple[str, ...] = ()  # each file's header line as read (empty without a header)
-    source: Source | None = None
-    tmpdir: Path = Path(".")
 
 
 def expand_uri(uri: str) -> list[str]:
@@ -365,34 +363,40 @@ def _csv_line(fields: Sequence[str | None], source: Source) -> str:
     return buf.getvalue()
 
 
-def original_lines(source: Source, tmpdir: Path, path: str, rows: Sequence[int]) -> dict[int, str]:
-    """The text of some rows of one file as read (for rows rejected after typing): reads it again."""
-    con = duckdb.connect()
-    try:
-        con.execute("SET enable_progress_bar = false").fetchall()
-        reader = _FileReader(con, source, tmpdir)
-        reader.read(0, path)
-        width = len(reader.widths[0])
-        fields = ", ".join(f"c{i}" for i in range(width))
-        got = con.execute(
-            f"SELECT {ROW_COL}, {fields} FROM checked_0 WHERE {ROW_COL} IN (SELECT unnest(?))", [list(rows)]
-        ).fetchall()
-    finally:
-        con.close()
-    return {int(r[0]): _csv_line(r[1:], source) for r in got}
+class CsvSource:
+    """An open CSV source: read once, then ask for the original text of some rows (while open).
 
+    with CsvSource(source, tmpdir) as src:
+        read = src.read()
+        texts = src.original_lines(path, [12, 40])
+    """
 
-def read_csv_source(source: Source, tmpdir: Path) -> CsvRead:
-    """Read every file of the source into one typed table and one table of rejects."""
-    files = expand_uri(source.uri)
-    tmpdir.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect()
-    try:
-        con.execute("SET TimeZone = 'UTC'").fetchall()
-        con.execute("SET enable_progress_bar = false").fetchall()
-        reader = _FileReader(con, source, tmpdir)
+    def __init__(self, source: Source, tmpdir: Path) -> None:
+        self.source = source
+        self.tmpdir = tmpdir
+        self.files: list[str] = []
+        self.con: duckdb.DuckDBPyConnection | None = None
+
+    def __enter__(self) -> CsvSource:
+        self.tmpdir.mkdir(parents=True, exist_ok=True)
+        self.con = duckdb.connect()
+        self.con.execute("SET TimeZone = 'UTC'").fetchall()
+        self.con.execute("SET enable_progress_bar = false").fetchall()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.con is not None:
+            self.con.close()
+            self.con = None
+
+    def read(self) -> CsvRead:
+        """Every file of the source into one typed table and one table of rejects."""
+        assert self.con is not None, "use CsvSource as a context manager"
+        con = self.con
+        self.files = expand_uri(self.source.uri)
+        reader = _FileReader(con, self.source, self.tmpdir)
         typed_names, reject_names, total = [], [], 0
-        for n, path in enumerate(files):
+        for n, path in enumerate(self.files):
             t, r, seen = reader.read(n, path)
             typed_names.append(t)
             reject_names.append(r)
@@ -401,15 +405,28 @@ def read_csv_source(source: Source, tmpdir: Path) -> CsvRead:
         rejects = con.sql(
             " UNION ALL ".join(f"SELECT * FROM {r}" for r in reject_names) + ' ORDER BY file, row, "column"'
         ).to_arrow_table()
-    finally:
-        con.close()
-    rejects = rejects.rename_columns(REJECT_SCHEMA.names)
-    return CsvRead(
-        typed=typed,
-        rejects=rejects.cast(REJECT_SCHEMA),
-        rows_total=total,
-        files=tuple(files),
-        headers=tuple(reader.headers),
-        source=source,
-        tmpdir=tmpdir,
-    )
+        self.widths = [len(h) for h in reader.widths]
+        rejects = rejects.rename_columns(REJECT_SCHEMA.names)
+        return CsvRead(
+            typed=typed,
+            rejects=rejects.cast(REJECT_SCHEMA),
+            rows_total=total,
+            files=tuple(self.files),
+            headers=tuple(reader.headers),
+        )
+
+    def original_lines(self, path: str, rows: Sequence[int]) -> dict[int, str]:
+        """The text of some rows of one file as read (for rows rejected after typing)."""
+        assert self.con is not None, "use CsvSource as a context manager"
+        n = self.files.index(path)
+        fields = ", ".join(f"c{i}" for i in range(self.widths[n]))
+        got = self.con.execute(
+            f"SELECT {ROW_COL}, {fields} FROM checked_{n} WHERE {ROW_COL} IN (SELECT unnest(?))", [list(rows)]
+        ).fetchall()
+        return {int(r[0]): _csv_line(r[1:], self.source) for r in got}
+
+
+def read_csv_source(source: Source, tmpdir: Path) -> CsvRead:
+    """Read every file of the source into one typed table and one table of rejects."""
+    with CsvSource(source, tmpdir) as src:
+        return src.read()

@@ -22,9 +22,8 @@ from beam.io.csv_source import (
     REJECT_SCHEMA,
     ROW_COL,
     CsvRead,
+    CsvSource,
     SourceError,
-    original_lines,
-    read_csv_source,
 )
 from beam.stages.context import StageContext, StageFailed, StageResult
 from beam.warehouse import LineageRecord, open_warehouse
@@ -45,19 +44,19 @@ def rejects_table_of(table: str) -> str:
 def run(ctx: StageContext) -> StageResult:
     spec = ctx.run.spec
     out_dir = ctx.stage_dir("validate")
-    try:
-        read = read_csv_source(spec.source, out_dir / "tmp")
-    except SourceError as exc:
-        raise StageFailed(str(exc), reason="BadInput") from None
-    if read.rows_total == 0:
-        files = ", ".join(read.files)
-        raise StageFailed(f"{files}: the header is there but there are no data rows", reason="NoRows")
-
-    typed = read.typed
-    expectations = [(e.type, dict(e.kwargs)) for e in spec.validate_.expectations]
-    outcome = _run_expectations(typed, expectations)
+    with CsvSource(spec.source, out_dir / "tmp") as source:
+        try:
+            read = source.read()
+        except SourceError as exc:
+            raise StageFailed(str(exc), reason="BadInput") from None
+        if read.rows_total == 0:
+            files = ", ".join(read.files)
+            raise StageFailed(f"{files}: the header is there but there are no data rows", reason="NoRows")
+        typed = read.typed
+        expectations = [(e.type, dict(e.kwargs)) for e in spec.validate_.expectations]
+        outcome = _run_expectations(typed, expectations)
+        rejects = _combine_rejects(source, read, typed, outcome)
     failed_pos = sorted({f.row_number for f in outcome.row_failures}) if outcome else []
-    rejects = _combine_rejects(read, typed, outcome)
     keep = _without_positions(typed, failed_pos)
 
     bad_rows = _count_bad_rows(rejects)
@@ -117,13 +116,15 @@ def _run_expectations(
         raise StageFailed(str(exc), reason="InvalidExpectation") from None
 
 
-def _combine_rejects(read: CsvRead, typed: pa.Table, outcome: ValidationOutcome | None) -> pa.Table:
+def _combine_rejects(
+    source: CsvSource, read: CsvRead, typed: pa.Table, outcome: ValidationOutcome | None
+) -> pa.Table:
     if outcome is None or not outcome.row_failures:
         return read.rejects
     pos = [f.row_number for f in outcome.row_failures]
     files = typed.column(FILE_COL).take(pos).to_pylist()
     rows = typed.column(ROW_COL).take(pos).to_pylist()
-    texts = _original_texts(read, typed, pos, files, rows)
+    texts = _original_texts(source, typed, pos, files, rows)
     extra = pa.table(
         {
             "file": files,
@@ -141,16 +142,14 @@ def _combine_rejects(read: CsvRead, typed: pa.Table, outcome: ValidationOutcome 
 
 
 def _original_texts(
-    read: CsvRead, typed: pa.Table, pos: list[int], files: list[str], rows: list[int]
+    source: CsvSource, typed: pa.Table, pos: list[int], files: list[str], rows: list[int]
 ) -> list[str]:
-    """The rows' text as read from their files (read again, only when an expectation rejected rows)."""
+    """The rows' text as read from their files (asked of the still open source)."""
     rebuilt = _row_texts(typed, pos)
-    if read.source is None:
-        return rebuilt
     texts: dict[tuple[str, int], str] = {}
     for path in sorted(set(files)):
         wanted = sorted({r for f, r in zip(files, rows, strict=True) if f == path})
-        found = original_lines(read.source, read.tmpdir, path, wanted)
+        found = source.original_lines(path, wanted)
         texts.update({(path, r): t for r, t in found.items()})
     return [texts.get((f, r), fallback) for f, r, fallback in zip(files, rows, rebuilt, strict=True)]
 
