@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 WORKDIR ?= work/demo
 
-.PHONY: demo test unit integration lint fmt bench clean venv tools
+.PHONY: demo demo-transactions test unit integration e2e controlplane lint fmt bench clean venv tools
 
 venv: $(STAMP)
 
@@ -22,9 +22,17 @@ demo: $(STAMP)
 	$(VENV)/bin/dataops run examples/inventory/pipelinerun.yaml --workdir $(WORKDIR)
 	$(PY) examples/inventory/show.py --workdir $(WORKDIR)
 
-## test: lint, types, the tools the tests need (cached under ~/.cache/dataops), then every test
-test: $(STAMP) lint tools
+## test: lint, types, the tools and the control plane the tests need (cached under ~/.cache/dataops), then every test
+test: $(STAMP) lint tools controlplane
 	$(PY) -m pytest -q
+
+## controlplane: etcd, kube-apiserver, kube-controller-manager, kubectl, helm from the Go module proxy (once: minutes; then instant)
+controlplane:
+	bash tests/controlplane/build.sh
+
+## e2e: the end-to-end tests on the real control plane alone
+e2e: $(STAMP) controlplane
+	$(PY) -m pytest -q -m controlplane
 
 ## tools: checkov and hclfmt in their own cached venv (Terraform checks)
 tools:
@@ -48,6 +56,11 @@ fmt: $(STAMP)
 ## bench: figures, not tests (1,000,000 rows; several minutes)
 bench: $(STAMP)
 	$(PY) tests/bench/bench_pipelinerun.py
+	$(PY) tests/bench/bench_consolidation.py
+
+## demo-transactions: two consolidation cycles catching up on new rows
+demo-transactions: $(STAMP)
+	$(PY) examples/transactions/demo.py --workdir $(WORKDIR)-transactions
 
 clean:
 	rm -rf work .pytest_cache .mypy_cache .ruff_cache

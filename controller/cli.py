@@ -178,6 +178,40 @@ def run(
         raise typer.Exit(1)
 
 
+@app.command()
+def consolidate(
+    spec: Annotated[Path, typer.Argument(help="IngestionSource YAML file (with spec.consolidation)")],
+    workdir: Annotated[Path, typer.Option(help="Folder for the warehouse and the embedded queue")] = Path(
+        "work"
+    ),
+    output: Annotated[
+        OutputFormat, typer.Option(help="text for people, json for programs")
+    ] = OutputFormat.text,
+    bus: Annotated[str | None, typer.Option(help="embedded (default) or pubsub ($DATAOPS_BUS)")] = None,
+    lock_wait: Annotated[
+        float, typer.Option(help="Seconds to wait while another cycle of this source runs")
+    ] = 10.0,
+) -> None:
+    """Run one consolidation cycle: new rows merged into the target, the watermark moved with them."""
+    import subprocess
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "beam.consolidation",
+        str(spec),
+        "--workdir",
+        str(workdir.resolve()),
+        "--output",
+        output.value,
+        "--lock-wait",
+        str(lock_wait),
+    ]
+    if bus is not None:
+        cmd += ["--bus", bus]
+    raise typer.Exit(subprocess.call(cmd))
+
+
 @app.command("replay-rejects")
 def replay_rejects(
     run_name: Annotated[str, typer.Argument(metavar="RUN", help="The run whose rejected rows were fixed")],

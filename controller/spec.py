@@ -535,6 +535,16 @@ class ConsolidationSource(TableRef):
 
 class Join(TableRef):
     on: list[str] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml11_on(cls, data: Any) -> Any:
+        """YAML 1.1 reads a bare ``on:`` key as true; take it back."""
+        if isinstance(data, dict) and True in data and "on" not in data:
+            data = dict(data)
+            data["on"] = data.pop(True)
+        return data
+
     type: Literal["left", "inner"] = "left"
     columns: list[str] = Field(min_length=1)
     cursor: str | None = Field(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -43,15 +44,23 @@ class EmbeddedQueue:
         self.path = Path(workdir) / QUEUE_FILE
         self.clock = clock
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._con: sqlite3.Connection | None = None
+        self._guard = threading.Lock()
         with self._transaction() as con:
             for statement in _SCHEMA:
                 con.execute(statement)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        con = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
-        try:
-            con.execute("PRAGMA journal_mode=WAL")
+        """One write transaction on the queue's connection (opened once; other processes wait)."""
+        with self._guard:
+            if self._con is None:
+                self._con = sqlite3.connect(
+                    self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
+                )
+                self._con.execute("PRAGMA journal_mode=WAL")
+                self._con.execute("PRAGMA synchronous=NORMAL")  # WAL: a killed process loses nothing
+            con = self._con
             con.execute("BEGIN IMMEDIATE")
             try:
                 yield con
@@ -59,8 +68,6 @@ class EmbeddedQueue:
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
-        finally:
-            con.close()
 
     def ensure(self, topic: str, subscription: str, ack_deadline_seconds: int) -> None:
         with self._transaction() as con:
@@ -135,7 +142,10 @@ class EmbeddedQueue:
             )
 
     def close(self) -> None:
-        """Nothing stays open between operations."""
+        with self._guard:
+            if self._con is not None:
+                self._con.close()
+                self._con = None
 
     # ---- for people and tests ------------------------------------------------------------------
 

@@ -19,13 +19,13 @@ class BusError(Exception):
     """The bus refused an operation (missing topic, bad configuration, unreachable server)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OutgoingMessage:
     data: bytes
     attributes: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ReceivedMessage:
     ack_id: str
     message_id: str

@@ -23,6 +23,8 @@ log = logging.getLogger("dataops.bus")
 EMULATOR_PROJECT = "dataops-local"
 ACK_CHUNK = 1000
 """Ack ids per acknowledge request (a request stays far below Pub/Sub's 512 KiB limit)."""
+MAX_PULL = 1000
+"""Messages asked for in one pull (Pub/Sub returns at most 1,000)."""
 PUBLISH_TIMEOUT_SECONDS = 120.0
 _RETRY = Retry(initial=0.1, maximum=5.0, multiplier=2.0, timeout=60.0)
 
@@ -57,12 +59,13 @@ class PubSubBus:
         return str(self.subscriber.subscription_path(self.project, subscription))
 
     def ensure(self, topic: str, subscription: str, ack_deadline_seconds: int) -> None:
-        """Create what is missing (on by default; production topics usually come from Terraform)."""
+        """Create what is missing. Production topics come from Terraform: a service account allowed to
+        publish and pull but not to create is fine (a missing topic then fails the publish, by name)."""
         if not self.create_missing:
             return
-        with contextlib.suppress(gexc.AlreadyExists):
+        with contextlib.suppress(gexc.AlreadyExists, gexc.PermissionDenied):
             self.publisher.create_topic(request={"name": self._topic(topic)}, retry=_RETRY)
-        with contextlib.suppress(gexc.AlreadyExists):
+        with contextlib.suppress(gexc.AlreadyExists, gexc.PermissionDenied):
             self.subscriber.create_subscription(
                 request={
                     "name": self._subscription(subscription),
@@ -83,7 +86,10 @@ class PubSubBus:
     def pull(self, subscription: str, max_messages: int, timeout: float) -> list[ReceivedMessage]:
         try:
             response = self.subscriber.pull(
-                request={"subscription": self._subscription(subscription), "max_messages": int(max_messages)},
+                request={
+                    "subscription": self._subscription(subscription),
+                    "max_messages": min(int(max_messages), MAX_PULL),
+                },
                 timeout=max(timeout, 1.0),
                 retry=None,
             )

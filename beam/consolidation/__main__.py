@@ -21,6 +21,8 @@ from typing import Any
 from beam.bus import BUS_KINDS, DEFAULT_ACK_DEADLINE_SECONDS, BusError, open_bus
 from beam.consolidation.cycle import DEFAULT_PULL_TIMEOUT_SECONDS, CycleResult, run_cycle
 from beam.consolidation.lock import DEFAULT_TTL_SECONDS, DEFAULT_WAIT_SECONDS
+from beam.consolidation.merge import MergeRefused
+from beam.consolidation.messages import IdsNotReturned
 from beam.consolidation.plan import ConsolidationError
 from beam.consolidation.spec_file import load_ingestion_source
 from beam.stages.context import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
@@ -76,7 +78,8 @@ def _human(result: CycleResult) -> str:
     if result.status != "Skipped":
         lines += [
             f"  extracted {result.extracted:,}   re-merged for late joined rows {result.rejoined:,}"
-            f"   published {result.published:,}   received {result.received:,}",
+            f"   published {result.published:,} ids in {result.messages_published:,} message(s)"
+            f"   received {result.received:,} message(s)",
             f"  staged {result.staged:,}   inserted {result.inserted:,}   updated {result.updated:,}"
             f"   unchanged {result.unchanged:,}   acked {result.acked:,}",
             f"  already merged {result.already_merged:,}   duplicates {result.duplicates:,}"
@@ -116,10 +119,10 @@ def main(argv: list[str] | None = None) -> int:
             bus.close()
     except (SpecError, ConsolidationError) as exc:
         return _fail(args, "BadInput", str(exc), EXIT_BAD_INPUT)
-    except BusError as exc:
-        return _fail(args, "BusError", str(exc), EXIT_FAILED)
-    except Exception as exc:  # retryable: the watermark did not move, the messages come back
-        log.debug("cycle failed", exc_info=True)
+    except (BusError, IdsNotReturned, MergeRefused) as exc:  # retryable: nothing merged, nothing lost
+        return _fail(args, type(exc).__name__, str(exc), EXIT_FAILED)
+    except Exception as exc:  # unexpected: the traceback helps, and the next cycle starts over all the same
+        log.warning("the cycle failed", exc_info=True)
         return _fail(args, type(exc).__name__, str(exc), EXIT_FAILED)
     if args.result_file is not None:
         _write_result(args.result_file, short_result(result))

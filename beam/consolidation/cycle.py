@@ -4,8 +4,9 @@
 2. Extract the source positions after the watermark, in ``(cursor, id)`` order, at most ``batchSize``;
    for each join with a cursor, its next window of joined rows, and the already-merged operations
    those rows belong to (they are re-merged: a late joined row is never lost).
-3. Publish one message per id (the cycle id, the stream and the position as attributes).
-4. Pull until every id this cycle published came back; sort every message received against the
+3. Publish the ids in batches, a message each (the cycle id, the stream and the position of its
+   last id as attributes).
+4. Pull until every message this cycle published came back; sort every message received against the
    committed watermarks (:mod:`beam.consolidation.messages`).
 5. The Beam pipeline stages the latest row per target key of the ids to merge.
 6. One transaction: MERGE staging into target, move the watermarks, record the cycle.
@@ -36,7 +37,8 @@ from beam.consolidation.faults import FaultHook, faults_from_env
 from beam.consolidation.lock import DEFAULT_TTL_SECONDS, DEFAULT_WAIT_SECONDS, LockHeld, WarehouseLock
 from beam.consolidation.merge import load_staging, merge_staging_into_target
 from beam.consolidation.messages import (
-    own_keys,
+    ids_in,
+    own_parts,
     publish,
     pull_messages,
     rejoin_messages,
@@ -44,7 +46,7 @@ from beam.consolidation.messages import (
     source_messages,
 )
 from beam.consolidation.plan import ConsolidationPlan, Position, compile_plan, lock_name, safe_name
-from beam.consolidation.sql import CycleRecord, TransactionPlan, rejoin_sql
+from beam.consolidation.sql import ID_TEXT, CycleRecord, TransactionPlan, rejoin_sql
 from beam.consolidation.watermark import Window, next_window, read_watermarks, watermarks_json
 from beam.warehouse import DuckDBWarehouse, open_warehouse
 from controller.spec import Consolidation, IngestionSource, IngestionSourceSpec
@@ -67,8 +69,9 @@ class CycleResult:
     message: str = ""
     extracted: int = 0
     rejoined: int = 0
-    published: int = 0
-    received: int = 0
+    published: int = 0  # ids
+    messages_published: int = 0
+    received: int = 0  # messages
     duplicates: int = 0
     already_merged: int = 0
     deferred: int = 0
@@ -97,11 +100,12 @@ class CycleResult:
             "rows": {
                 "extracted": self.extracted,
                 "rejoined": self.rejoined,
+                "published": self.published,
                 "staged": self.staged,
                 "merged": {"inserted": self.inserted, "updated": self.updated, "unchanged": self.unchanged},
             },
             "messages": {
-                "published": self.published,
+                "published": self.messages_published,
                 "received": self.received,
                 "duplicates": self.duplicates,
                 "alreadyMerged": self.already_merged,
@@ -190,7 +194,7 @@ def run_cycle(
         source=source,
         workdir=Path(workdir),
         warehouse=open_warehouse(workdir),
-        bus=bus if bus is not None else open_bus(Path(workdir)),
+        bus=bus if bus is not None else open_bus(Path(workdir)),  # closed below when opened here
         fault=faults if faults is not None else faults_from_env(),
         clock=_clock(now),
         now=now,
@@ -210,7 +214,11 @@ def run_cycle(
         ttl_seconds=lock_ttl_seconds,
         wait_seconds=lock_wait_seconds,
     )
-    return cycle.run()
+    try:
+        return cycle.run()
+    finally:
+        if bus is None:
+            cycle.bus.close()
 
 
 @dataclass
@@ -245,11 +253,12 @@ class _Cycle:
             r.backlog = found.source.full or any(w.full for w in found.joins)
             self.fault("after_extract")
 
-            r.published = publish(self.bus, plan.topic, found.messages)
+            r.messages_published = publish(self.bus, plan.topic, found.messages)
+            r.published = ids_in(found.messages)
             self.fault("after_publish")
 
             received = pull_messages(
-                self.bus, plan.subscription, r.cycle_id, own_keys(found.messages), self.pull_timeout
+                self.bus, plan.subscription, r.cycle_id, own_parts(found.messages), self.pull_timeout
             )
             try:
                 sorted_ = sort_deliveries(plan, received, found.before, found.upto)
@@ -368,9 +377,11 @@ def extract(con: duckdb.DuckDBPyConnection, plan: ConsolidationPlan, cycle_id: s
             windows.append(window)
             if window.size and merged is not None and window.upto is not None:
                 rows = fetch_arrow(con, rejoin_sql(plan, join, window.since, window.upto, merged))
-                found = rejoin_messages(plan, cycle_id, join.stream.name, rows, len(join.stream.key))
+                found = rejoin_messages(
+                    plan, cycle_id, join.stream.name, rows, len(join.stream.key), len(messages)
+                )
                 messages += found
-                rejoined |= {m.data.decode("utf-8") for m in found}
+                rejoined |= set(rows.column(ID_TEXT).to_pylist())
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")

@@ -1,14 +1,18 @@
-"""The messages of a cycle: one per operation id, its position in attributes, and how each is handled.
+"""The messages of a cycle: operation ids in batches, and how each message received is handled.
 
-A message's data is the operation id (as in the seed). Its attributes say which IngestionSource and
-cycle published it, from which stream (the source table, or a joined table whose late row re-merges
-the operation) and at which position of that stream. A received message is then:
+A message's data is a JSON array of operation ids (up to :data:`IDS_PER_MESSAGE`, in stream order; a
+bare id, as the seed published, is read as one). Its attributes say which IngestionSource and cycle
+published it (``source``, ``cycle``, ``part``), from which stream (the source table, or a joined table
+whose late rows re-merge operations) and the position of its last id in that stream (``cursor``,
+``key0``...). A received message is then:
 
-- ``merged``: its position is at or before the committed watermark: acknowledged, nothing merged;
-- ``include``: its position is within this cycle's windows (or it carries none): merged now,
+- ``merged``: its last position is at or before the committed watermark: acknowledged, nothing merged;
+- ``include``: within this cycle's windows (or without a position): its ids are merged now, and it is
   acknowledged after the merge commits;
 - ``later``: beyond this cycle's windows (a cycle with a smaller batch left it): given back;
 - ``foreign``: another source's message on this subscription: given back.
+
+Ids are deduplicated across messages (the business key decides, never the message id).
 """
 
 from __future__ import annotations
@@ -17,23 +21,26 @@ import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import duckdb
 import pyarrow as pa
 
 from beam.bus.port import MessageBus, OutgoingMessage, ReceivedMessage
 from beam.consolidation.duck import execute
-from beam.consolidation.plan import ConsolidationPlan, Position
+from beam.consolidation.plan import ConsolidationPlan
 from beam.consolidation.sql import CURSOR_TEXT, ID_TEXT, classify_sql, key_text
 from beam.consolidation.watermark import Watermarks
 
 ATTR_SOURCE = "source"
 ATTR_CYCLE = "cycle"
+ATTR_PART = "part"
 ATTR_STREAM = "stream"
 ATTR_CURSOR = "cursor"
 ATTR_KEY = "key"
+"""``key0``, ``key1``...: the tie-break values of the last position, as text."""
 
-PUBLISH_BATCH = 1000
+IDS_PER_MESSAGE = 1000
 PULL_BATCH = 1000
 DRAIN_PULL_SECONDS = 1.0
 EMPTY_PULL_PAUSE_SECONDS = 0.05
@@ -45,54 +52,62 @@ class IdsNotReturned(Exception):
     """Ids this cycle published did not come back from the subscription in time (nothing was merged)."""
 
 
-def _message(
-    plan: ConsolidationPlan, cycle_id: str, stream: str, op_id: str, position: Position
-) -> OutgoingMessage:
-    return OutgoingMessage(
-        data=op_id.encode("utf-8"),
-        attributes={
+def _messages(
+    plan: ConsolidationPlan,
+    cycle_id: str,
+    stream: str,
+    ids: Sequence[Any],
+    positions: pa.Table,
+    keys: int,
+    first_part: int,
+) -> list[OutgoingMessage]:
+    """``ids`` (in the order of ``positions``) in batches; each batch tagged with its last position."""
+    out = []
+    for n, start in enumerate(range(0, len(ids), IDS_PER_MESSAGE)):
+        stop = min(start + IDS_PER_MESSAGE, len(ids))
+        last = positions.slice(stop - 1, 1).to_pylist()[0]
+        attributes = {
             ATTR_SOURCE: plan.source_name,
             ATTR_CYCLE: cycle_id,
+            ATTR_PART: str(first_part + n),
             ATTR_STREAM: stream,
-            ATTR_CURSOR: position.cursor,
-            ATTR_KEY: json.dumps(list(position.key)),
-        },
-    )
-
-
-def source_messages(plan: ConsolidationPlan, cycle_id: str, positions: pa.Table) -> list[OutgoingMessage]:
-    """One message per extracted source row: the id, at its ``(cursor, id)``."""
-    cursors = positions.column(CURSOR_TEXT).to_pylist()
-    ids = positions.column(key_text(0)).to_pylist()
-    return [
-        _message(plan, cycle_id, plan.source.name, str(i), Position(str(c), (str(i),)))
-        for c, i in zip(cursors, ids, strict=True)
-    ]
-
-
-def rejoin_messages(
-    plan: ConsolidationPlan, cycle_id: str, stream: str, rows: pa.Table, key_count: int
-) -> list[OutgoingMessage]:
-    """One message per operation to re-merge: its id, at the position of the joined row that moved."""
-    out = []
-    for row in rows.to_pylist():
-        position = Position(str(row[CURSOR_TEXT]), tuple(str(row[key_text(i)]) for i in range(key_count)))
-        out.append(_message(plan, cycle_id, stream, str(row[ID_TEXT]), position))
+            ATTR_CURSOR: str(last[CURSOR_TEXT]),
+        } | {f"{ATTR_KEY}{k}": str(last[key_text(k)]) for k in range(keys)}
+        data = json.dumps([str(i) for i in ids[start:stop]]).encode("utf-8")
+        out.append(OutgoingMessage(data, attributes))
     return out
 
 
+def source_messages(plan: ConsolidationPlan, cycle_id: str, positions: pa.Table) -> list[OutgoingMessage]:
+    """The extracted source ids, in ``(cursor, id)`` order."""
+    ids = positions.column(key_text(0)).to_pylist()
+    return _messages(plan, cycle_id, plan.source.name, ids, positions, 1, 0)
+
+
+def rejoin_messages(
+    plan: ConsolidationPlan, cycle_id: str, stream: str, rows: pa.Table, key_count: int, first_part: int
+) -> list[OutgoingMessage]:
+    """Operations to re-merge, in the order of the joined rows that moved (``rows`` is sorted so)."""
+    return _messages(plan, cycle_id, stream, rows.column(ID_TEXT).to_pylist(), rows, key_count, first_part)
+
+
 def publish(bus: MessageBus, topic: str, messages: Sequence[OutgoingMessage]) -> int:
-    for start in range(0, len(messages), PUBLISH_BATCH):
-        bus.publish(topic, messages[start : start + PUBLISH_BATCH])
+    """All of them, in one call (the Pub/Sub client batches requests itself)."""
+    if messages:
+        bus.publish(topic, messages)
     return len(messages)
 
 
-def own_keys(messages: Iterable[OutgoingMessage]) -> set[tuple[str, str]]:
-    return {(m.attributes[ATTR_STREAM], m.data.decode("utf-8")) for m in messages}
+def ids_in(messages: Iterable[OutgoingMessage]) -> int:
+    return sum(len(json.loads(m.data)) for m in messages)
+
+
+def own_parts(messages: Iterable[OutgoingMessage]) -> set[str]:
+    return {m.attributes[ATTR_PART] for m in messages}
 
 
 def pull_messages(
-    bus: MessageBus, subscription: str, cycle_id: str, expected: set[tuple[str, str]], timeout: float
+    bus: MessageBus, subscription: str, cycle_id: str, expected: set[str], timeout: float
 ) -> list[ReceivedMessage]:
     """Pull until every message this cycle published came back, then until the subscription answers
     empty (other cycles' leftovers), within ``timeout`` seconds."""
@@ -107,7 +122,7 @@ def pull_messages(
         received += batch
         for m in batch:
             if m.attributes.get(ATTR_CYCLE) == cycle_id:
-                missing.discard((m.attributes.get(ATTR_STREAM, ""), m.data.decode("utf-8", "replace")))
+                missing.discard(m.attributes.get(ATTR_PART, ""))
         if not missing and (not batch or len(received) >= cap):
             return received
         if time.monotonic() >= deadline:
@@ -115,38 +130,43 @@ def pull_messages(
                 return received
             bus.nack(subscription, [m.ack_id for m in received])
             raise IdsNotReturned(
-                f"{len(missing)} of the {len(expected)} ids this cycle published to {subscription} did not"
-                f" come back within {timeout:.0f}s; nothing was merged and the next cycle takes them again"
+                f"{len(missing)} of the {len(expected)} messages this cycle published to {subscription} did"
+                f" not come back within {timeout:.0f}s; nothing was merged and the next cycle takes them again"
             )
         if not batch:
             time.sleep(EMPTY_PULL_PAUSE_SECONDS)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Delivery:
     message: ReceivedMessage
-    op_id: str
+    ids: tuple[str, ...]
     source: str | None
     cycle: str | None
     stream: str | None
-    position: Position | None
+    cursor: str | None
+    key: tuple[str, ...]
 
 
 def decode(message: ReceivedMessage) -> Delivery:
     attrs = message.attributes
-    position = None
-    if ATTR_CURSOR in attrs and ATTR_KEY in attrs:
-        try:
-            position = Position.from_text(attrs[ATTR_CURSOR], attrs[ATTR_KEY])
-        except (ValueError, TypeError):
-            position = None
+    key: list[str] = []
+    while (part := attrs.get(f"{ATTR_KEY}{len(key)}")) is not None:
+        key.append(part)
+    text = message.data.decode("utf-8", "replace").strip()
+    try:
+        found = json.loads(text)
+        ids = tuple(str(i) for i in found) if isinstance(found, list) else (text,)
+    except ValueError:
+        ids = (text,)
     return Delivery(
         message=message,
-        op_id=message.data.decode("utf-8", "replace").strip(),
+        ids=ids,
         source=attrs.get(ATTR_SOURCE),
         cycle=attrs.get(ATTR_CYCLE),
         stream=attrs.get(ATTR_STREAM),
-        position=position,
+        cursor=attrs.get(ATTR_CURSOR),
+        key=tuple(key),
     )
 
 
@@ -161,7 +181,7 @@ class Sorted:
     @property
     def ids(self) -> list[str]:
         """The operation ids to merge now: once each, whatever the number of messages carrying them."""
-        return list(dict.fromkeys(d.op_id for d in self.include))
+        return list(dict.fromkeys(i for d in self.include for i in d.ids))
 
     def ack_ids(self) -> list[str]:
         return [d.message.ack_id for d in [*self.include, *self.merged]]
@@ -177,11 +197,11 @@ def sort_deliveries(
     cycle's windows (typed comparisons, in SQL)."""
     deliveries = [decode(m) for m in messages]
     out = Sorted()
-    seen: set[tuple[str | None, str, Position | None]] = set()
+    seen: set[tuple[Any, ...]] = set()
     for d in deliveries:
-        key = (d.stream, d.op_id, d.position)
-        out.duplicates += key in seen
-        seen.add(key)
+        content = (d.stream, d.cursor, d.key, d.ids)
+        out.duplicates += content in seen
+        seen.add(content)
     verdicts = _classify(plan, deliveries, committed, upto)
     for i, d in enumerate(deliveries):
         if d.source is not None and d.source != plan.source_name:
@@ -200,21 +220,23 @@ def sort_deliveries(
 def _classify(
     plan: ConsolidationPlan, deliveries: Sequence[Delivery], committed: Watermarks, upto: Watermarks
 ) -> dict[int, tuple[bool | None, bool | None]]:
-    width = max((len(s.key) for s in plan.streams), default=1)
-    rows = [
-        (i, d.stream, d.position.cursor, *[_nth(d.position.key, k) for k in range(width)])
-        for i, d in enumerate(deliveries)
-        if d.position is not None and plan.stream(d.stream or "") is not None
-    ]
-    if not rows:
+    width = max(len(s.key) for s in plan.streams)
+    known = {s.name: len(s.key) for s in plan.streams}
+    columns: dict[str, list[Any]] = {
+        n: [] for n in ["idx", "stream", CURSOR_TEXT, *map(key_text, range(width))]
+    }
+    for i, d in enumerate(deliveries):
+        if d.cursor is None or known.get(d.stream or "") != len(d.key):
+            continue  # no position this cycle can read
+        columns["idx"].append(i)
+        columns["stream"].append(d.stream)
+        columns[CURSOR_TEXT].append(d.cursor)
+        for k in range(width):
+            columns[key_text(k)].append(d.key[k] if k < len(d.key) else None)
+    if not columns["idx"]:
         return {}
-    names = ["idx", "stream", CURSOR_TEXT, *[key_text(k) for k in range(width)]]
-    columns = list(zip(*rows, strict=True))
     table = pa.table(
-        {
-            n: pa.array(list(c), type=pa.int64() if n == "idx" else pa.string())
-            for n, c in zip(names, columns, strict=True)
-        }
+        {n: pa.array(c, type=pa.int64() if n == "idx" else pa.string()) for n, c in columns.items()}
     )
     out: dict[int, tuple[bool | None, bool | None]] = {}
     with _memory().cursor() as con:
@@ -234,7 +256,3 @@ def _memory() -> duckdb.DuckDBPyConnection:
     if not _MEMORY:
         _MEMORY.append(duckdb.connect())
     return _MEMORY[0]
-
-
-def _nth(values: Sequence[str], n: int) -> str | None:
-    return values[n] if n < len(values) else None

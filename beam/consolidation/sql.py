@@ -217,7 +217,8 @@ def rejoin_sql(
 ) -> Sql:
     """Operations already merged (at or before ``merged``) whose joined rows moved into ``(since, upto]``.
 
-    One row per operation: its id, and the position of the latest of those joined rows."""
+    One row per operation: its id, and the position of the latest of those joined rows; in the order
+    of those positions."""
     stream = join.stream
     if stream is None:
         raise ValueError(f"join {join.table} has no cursor")
@@ -233,7 +234,8 @@ def rejoin_sql(
         f" FROM {table(plan.source.table)} AS s JOIN {table(stream.table)} AS j ON {on}"
         f" WHERE {_not_null(plan.source, 's')} AND {_not_null(stream, 'j')}"
         f" AND {later} AND NOT {beyond} AND NOT {unmerged}"
-        f" QUALIFY ROW_NUMBER() OVER (PARTITION BY s.{ident(plan.id_column)} ORDER BY {order}) = 1",
+        f" QUALIFY ROW_NUMBER() OVER (PARTITION BY s.{ident(plan.id_column)} ORDER BY {order}) = 1"
+        f" ORDER BY {', '.join([j_cursor, *j_keys, f's.{ident(plan.id_column)}'])}",
         p1 | p2 | p3,
     )
 

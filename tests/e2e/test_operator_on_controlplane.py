@@ -1,0 +1,152 @@
+"""The operator on the real control plane: CRDs admitted by the API server, the example run to Succeeded.
+
+The controller runs as its own process (`python -m controller controller`); stage Jobs go through the
+real Job controller, their Pods through the node agent (local processes in this environment).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from tests.controlplane.cluster import Cluster
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "inventory"
+
+
+def kc(cluster: Cluster, *args: str) -> str:
+    done = cluster.kubectl(*args)
+    assert done.returncode == 0, f"kubectl {' '.join(args)}: {done.stderr}"
+    return done.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def operator(
+    control_plane: Cluster, node_agent: Any, kube_namespace: str, tmp_path: Path
+) -> Iterator[tuple[str, Path]]:
+    kc(control_plane, "apply", "-f", str(ROOT / "crds"))
+    kc(control_plane, "create", "serviceaccount", "dataops-worker", "-n", kube_namespace)
+    workdir = tmp_path / "work"
+    env = dict(
+        os.environ,
+        KUBECONFIG=str(control_plane.kubeconfig),
+        PYTHONPATH=str(ROOT),
+        DATAOPS_WORKER_IMAGE="dataops-worker:e2e",
+        DATAOPS_PYTHON=sys.executable,
+        DATAOPS_WORKDIR=str(workdir),
+        DATAOPS_RESYNC_SECONDS="5",
+        DATAOPS_STAGE_ENV=json.dumps({"DATAOPS_SOURCE_BASE": str(EXAMPLE), "PYTHONPATH": str(ROOT)}),
+    )
+    log = (tmp_path / "controller.log").open("w")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "controller",
+            "controller",
+            "--namespace",
+            kube_namespace,
+            "--standalone",
+            "--metrics-port",
+            "0",
+            "--liveness",
+            f"http://127.0.0.1:{_free_port()}/healthz",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
+    try:
+        yield kube_namespace, workdir
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def _run(control_plane: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    out = kc(control_plane, "get", "pipelinerun", name, "-n", namespace, "-o", "json")
+    data: dict[str, Any] = json.loads(out)
+    return data
+
+
+def _wait_phase(
+    control_plane: Cluster, namespace: str, name: str, phases: set[str], timeout: float = 420.0
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    run: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        run = _run(control_plane, namespace, name)
+        if (run.get("status") or {}).get("phase") in phases:
+            return run
+        time.sleep(1)
+    raise AssertionError(f"run {name} did not reach {phases}: {json.dumps(run.get('status'))[:2000]}")
+
+
+def test_the_example_run_succeeds_on_the_real_control_plane(
+    control_plane: Cluster, operator: tuple[str, Path]
+) -> None:
+    namespace, workdir = operator
+    kc(control_plane, "apply", "-n", namespace, "-f", str(EXAMPLE / "pipelinerun.yaml"))
+    run = _wait_phase(control_plane, namespace, "inventory-demo", {"Succeeded", "Failed"})
+    assert run["status"]["phase"] == "Succeeded", run["status"]["message"]
+    assert [s["name"] for s in run["status"]["stages"]] == ["validate", "load", "transform", "aggregate"]
+    jobs = json.loads(kc(control_plane, "get", "jobs", "-n", namespace, "-o", "json"))["items"]
+    assert sorted(j["metadata"]["name"] for j in jobs) == [
+        "inventory-demo-aggregate-1",
+        "inventory-demo-load-1",
+        "inventory-demo-transform-1",
+        "inventory-demo-validate-1",
+    ]
+    table = kc(control_plane, "get", "pipelineruns", "-n", namespace)
+    assert table.split("\n")[0].split() == ["NAME", "PHASE", "STAGE", "ROWS", "AGE"]
+    con = duckdb.connect(str(workdir / "warehouse.duckdb"), read_only=True)
+    try:
+        assert con.sql("SELECT count(*) FROM inventory_raw.resources").fetchall()[0][0] == 2991
+        assert con.sql("SELECT count(*) FROM inventory_bds.cost_by_group").fetchall()[0][0] > 0
+    finally:
+        con.close()
+
+
+def test_the_api_server_refuses_an_invalid_spec_with_the_schema_or_cel_message(
+    control_plane: Cluster, kube_namespace: str, tmp_path: Path
+) -> None:
+    kc(control_plane, "apply", "-f", str(ROOT / "crds"))
+    bad = {
+        "apiVersion": "dataops.io/v1alpha1",
+        "kind": "PipelineRun",
+        "metadata": {"name": "bad"},
+        "spec": {
+            "source": {"uri": "x.csv", "columns": [{"name": "id"}]},
+            "load": {"table": "raw.t"},
+            "aggregate": [{"output": {"table": "bds.t"}, "metrics": [{"name": "n", "agg": "count"}]}],
+        },
+    }
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(bad), encoding="utf-8")
+    refused = control_plane.kubectl("apply", "-n", kube_namespace, "-f", str(path))
+    assert refused.returncode != 0
+    assert "aggregate reads the transform's output table" in refused.stderr
