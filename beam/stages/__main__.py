@@ -49,9 +49,17 @@ def _load_run(spec: str) -> PipelineRun:
     return load_checked(Path(spec))
 
 
+def _quiet_optional_gcp(record: logging.LogRecord) -> bool:
+    """Beam says at import that GCS and BigQuery clients are absent; locally that is expected."""
+    text = record.getMessage()
+    return not ("GCSFileSystem" in text or "apitools not found" in text)
+
+
 def main(argv: list[str] | None = None) -> int:
     args, beam_args = _parse(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_quiet_optional_gcp)
     logging.getLogger("dataops").setLevel(logging.INFO)
     started = args.started_at or datetime.now(UTC).isoformat(timespec="seconds")
     result = StageResult(stage=args.stage)
