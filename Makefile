@@ -57,6 +57,7 @@ fmt: $(STAMP)
 bench: $(STAMP)
 	$(PY) tests/bench/bench_pipelinerun.py
 	$(PY) tests/bench/bench_consolidation.py
+	$(PY) tests/bench/bench_lookups.py
 
 ## demo-transactions: two consolidation cycles catching up on new rows
 demo-transactions: $(STAMP)

@@ -326,8 +326,13 @@ class Lookup(Model):
     @model_validator(mode="before")
     @classmethod
     def _bare_on(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "on" not in data and (True in data or "true" in data):
-            raise ValueError('YAML 1.1 reads a bare on: as true: quote the key, "on": [...]')
+        """YAML 1.1 reads a bare ``on:`` key as true; take it back (quote it for kubectl all the same)."""
+        if isinstance(data, dict) and "on" not in data:
+            for key in (True, "true"):
+                if key in data:
+                    data = dict(data)
+                    data["on"] = data.pop(key)
+                    break
         return data
 
     @field_validator("table")

@@ -32,13 +32,19 @@ class CliRun:
 
 def run_cli(*args: str, cwd: Path | None = None) -> CliRun:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.run([*DATAOPS, *args], capture_output=True, text=True, cwd=cwd or ROOT, env=env,
-                          timeout=600, check=False)
+    proc = subprocess.run(
+        [*DATAOPS, *args], capture_output=True, text=True, cwd=cwd or ROOT, env=env, timeout=600, check=False
+    )
     return CliRun(proc.returncode, proc.stdout, proc.stderr)
 
 
 def write_spec(folder: Path, spec: dict[str, Any], name: str = "run") -> Path:
-    doc = {"apiVersion": "dataops.io/v1alpha1", "kind": "PipelineRun", "metadata": {"name": name}, "spec": spec}
+    doc = {
+        "apiVersion": "dataops.io/v1alpha1",
+        "kind": "PipelineRun",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     return path
@@ -55,8 +61,11 @@ def query(workdir: Path, sql: str) -> list[tuple[Any, ...]]:
 def table_names(workdir: Path) -> set[str]:
     if not (workdir / "warehouse.duckdb").exists():
         return set()
-    rows = query(workdir, "SELECT table_schema || '.' || table_name FROM information_schema.tables "
-                          "WHERE table_schema <> '_dataops'")
+    rows = query(
+        workdir,
+        "SELECT table_schema || '.' || table_name FROM information_schema.tables "
+        "WHERE table_schema <> '_dataops'",
+    )
     return {r[0] for r in rows}
 
 

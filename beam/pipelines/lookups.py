@@ -79,17 +79,11 @@ class ReferenceDataError(Exception):
 class Reference:
     """One lookup's reference as the run found it, before the pipeline."""
 
-    index: int
-    lookup: Lookup
     source: str  # the table, or the CSV file(s): what lineage lists
     schema: pa.Schema  # its columns, with the row id
     rows: int
     data: pa.Table | None = None  # a CSV reference, typed (a table stays in the warehouse)
     staged: str | None = None  # where the pipeline reads a CSV reference (parquet)
-
-    @property
-    def path(self) -> str:
-        return f"spec.transform.lookups[{self.index}]"
 
     @property
     def columns(self) -> dict[str, str]:
@@ -111,12 +105,12 @@ def open_reference(index: int, lookup: Lookup, warehouse: DuckDBWarehouse, stagi
                 reason="MissingInput",
             )
         schema = warehouse.schema(lookup.table).append(pa.field(ROW_ID, pa.int64()))
-        return Reference(index, lookup, lookup.table, schema, warehouse.row_count(lookup.table))
+        return Reference(lookup.table, schema, warehouse.row_count(lookup.table))
     source = Source(
         uri=str(lookup.uri),
         columns=lookup.schema_,
         delimiter=lookup.delimiter,
-        nullMarkers=lookup.null_markers,
+        null_markers=lookup.null_markers,
     )
     with tempfile.TemporaryDirectory(prefix="dataops-lookup-") as tmp:
         try:
@@ -125,7 +119,7 @@ def open_reference(index: int, lookup: Lookup, warehouse: DuckDBWarehouse, stagi
             raise ReferenceDataError(f"{path}.uri: {exc}", reason="MissingInput") from None
     if read.rejects.num_rows:
         shown = "; ".join(
-            f"{Path(r['file']).name} row {r['row']}: {r['message']}"
+            f"{Path(r['file']).name} row {r['row_number']}: {r['message']}"
             for r in read.rejects.slice(0, SAMPLE).to_pylist()
         )
         raise ReferenceDataError(
@@ -138,7 +132,7 @@ def open_reference(index: int, lookup: Lookup, warehouse: DuckDBWarehouse, stagi
     staged = FileSystems.join(staging, "lookups", f"reference-{index:02d}.parquet")
     with FileSystems.create(staged, compression_type=CompressionTypes.UNCOMPRESSED) as sink:
         pq.write_table(data, sink)
-    return Reference(index, lookup, ", ".join(read.files), data.schema, data.num_rows, data, staged)
+    return Reference(", ".join(read.files), data.schema, data.num_rows, data, staged)
 
 
 def check_unique_keys(reference: Reference, lookup: LookupSql, warehouse: DuckDBWarehouse) -> None:
@@ -171,24 +165,30 @@ def check_unique_keys(reference: Reference, lookup: LookupSql, warehouse: DuckDB
 
 
 class ReadReference(beam.PTransform[PBegin, Chunks]):
-    """A reference's rows as chunks (with the row id), read once at pipeline level."""
+    """A reference's rows as chunks (with the row id), read once at pipeline level: a table by its rowid
+    ``ranges`` (counted as ``reference_rows_read``), a CSV from its staged parquet."""
 
-    def __init__(self, reference: Reference, warehouse: str, chunk_rows: int) -> None:
+    def __init__(self, reference: Reference, warehouse: str, ranges: Sequence[tuple[int, int]]) -> None:
         super().__init__()
         self.reference = reference
         self.warehouse = warehouse
-        self.chunk_rows = chunk_rows
+        self.ranges = list(ranges)
 
     def expand(self, pbegin: PBegin) -> Chunks:
         ref = self.reference
         if ref.staged is not None:
             return pbegin | "ReadStagedCsv" >> ReadFromParquetBatched(ref.staged)
-        port = DuckDBWarehouse(Path(self.warehouse))
-        ranges = row_ranges(ref.source, port, self.chunk_rows)
         schema = pa.schema([f for f in ref.schema if f.name != ROW_ID])
         return pbegin | "ReadTable" >> ReadTableChunks(
-            self.warehouse, ref.source, ranges, schema, counter="reference_rows_read"
+            self.warehouse, ref.source, self.ranges, schema, counter="reference_rows_read"
         )
+
+
+def reference_ranges(
+    reference: Reference, warehouse: DuckDBWarehouse, chunk_rows: int
+) -> list[tuple[int, int]]:
+    """The rowid ranges :class:`ReadReference` reads a table reference by (none for a CSV)."""
+    return [] if reference.staged is not None else row_ranges(reference.source, warehouse, chunk_rows)
 
 
 # ---- the join ---------------------------------------------------------------------------------------
@@ -196,7 +196,8 @@ class ReadReference(beam.PTransform[PBegin, Chunks]):
 
 @dataclass(frozen=True)
 class ReferenceChunks:
-    """What a join needs of a reference: its rows (raw, with the row id), their schema, and the path."""
+    """What a join needs of a reference: its rows (raw, with the row id), their schema, and whether it is
+    broadcast (else joined by key)."""
 
     chunks: Chunks
     schema: pa.Schema
@@ -242,7 +243,8 @@ class KeyedJoinFn(_JoinFn):
         pieces = list(sides["rows"])
         if not pieces:
             return
-        reference = pick_reference(list(sides["reference"]), self.lookup, self.prepared)
+        prepared = one_table(list(sides["reference"]), self.prepared)
+        reference = run_sql(self.con, self.lookup.pick_sql(CHUNK), prepared)
         yield self.join(pa.concat_tables(pieces), reference)
 
 
@@ -275,11 +277,14 @@ class SettleLookupsFn(beam.DoFn):
         yield chunk.drop_columns([x.match_column for x in self.lookups if not x.routes_unmatched])
 
 
+def one_table(pieces: Sequence[pa.Table], schema: pa.Schema) -> pa.Table:
+    return pa.concat_tables(list(pieces)) if pieces else schema.empty_table()
+
+
 def pick_reference(pieces: Sequence[pa.Table], lookup: LookupSql, prepared: pa.Schema) -> pa.Table:
     """Prepared reference pieces as one table with one row per key (:meth:`LookupSql.pick_sql`)."""
-    table = pa.concat_tables(list(pieces)) if pieces else prepared.empty_table()
     with memory_connection() as con:
-        return run_sql(con, lookup.pick_sql(CHUNK), table)
+        return run_sql(con, lookup.pick_sql(CHUNK), one_table(pieces, prepared))
 
 
 class JoinReference(beam.PTransform[Chunks, Chunks]):

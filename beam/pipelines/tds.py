@@ -29,10 +29,8 @@ unmatched records, counted as ``lookup_unmatched:<lookup name>``.
 
 Run it on the in-process runner (the default here)::
 
-Run it on the in-process runner (the default here)::
-
     python -m beam.pipelines.tds --spec examples/inventory/pipelinerun.yaml \\
-        --warehouse work/warehouse.duckdb --staging work/staging
+        --warehouse work/warehouse.duckdb --staging work/staging [--broadcast-limit-rows 1000000]
 
 and on Dataflow, with the usual options::
 
@@ -91,6 +89,7 @@ from beam.pipelines.lookups import (
     check_unique_keys,
     open_reference,
     picked_schema,
+    reference_ranges,
 )
 from beam.sql import FILTERED, REASON_COLUMN, ROW_ID, SpecSqlError, TransformSql, compile_transform, literal
 from beam.stages.validate import rejects_table_of
@@ -193,10 +192,7 @@ class RouteRowsFn(beam.DoFn):
     def __init__(self, sql: str, kept: Sequence[str], failing: Sequence[str]) -> None:
         self.sql = sql
         self.kept = list(kept)
-        self.failing = set(failing)
-        self.filtered = Metrics.counter(NAMESPACE, "rows_filtered")
-        self.rejected = Metrics.counter(NAMESPACE, "rows_lookup_rejected")
-        self.failed = Metrics.counter(NAMESPACE, "rows_lookup_failed")
+        self.counter_of = {reason: "rows_lookup_failed" for reason in failing} | {FILTERED: "rows_filtered"}
 
     def setup(self) -> None:
         self.con = memory_connection()
@@ -207,15 +203,8 @@ class RouteRowsFn(beam.DoFn):
         yield out.filter(stays).drop_columns([REASON_COLUMN])
         gone = out.filter(pc.invert(stays))
         for count in pc.value_counts(gone.column(REASON_COLUMN).combine_chunks()).to_pylist():
-            reason, rows = count["values"], count["counts"]
-            counter = (
-                self.filtered
-                if reason == FILTERED
-                else self.failed
-                if reason in self.failing
-                else self.rejected
-            )
-            counter.inc(rows)
+            name = self.counter_of.get(count["values"], "rows_lookup_rejected")
+            Metrics.counter(NAMESPACE, name).inc(count["counts"])
         kept = pc.is_in(gone.column(REASON_COLUMN), value_set=pa.array(self.kept, pa.string()))
         yield TaggedOutput(self.REJECTS, gone.filter(kept))
 
@@ -245,10 +234,11 @@ class SetAsideRejects(beam.PTransform[Chunks, dict[str, Chunks]]):
 
 @dataclass(frozen=True)
 class TdsOutputs:
-    rows: Buckets  # the TDS rows, one part per bucket
-    rejects: (
-        Buckets | None
-    )  # the rows set aside (``<output table>_rejects``), when the spec can set any aside
+    """The TDS rows, one part per bucket; and the rows set aside (``<output table>_rejects``), when the
+    spec can set any aside."""
+
+    rows: Buckets
+    rejects: Buckets | None
 
 
 def build_outputs(
@@ -359,7 +349,9 @@ def run_pipeline(
     )
     inputs = [
         ReferenceChunks(
-            pipeline | f"ReadReference{i}" >> ReadReference(reference, str(warehouse), chunk_rows),
+            pipeline
+            | f"ReadReference{i}"
+            >> ReadReference(reference, str(warehouse), reference_ranges(reference, port, chunk_rows)),
             reference.schema,
             reference.joined_by_broadcast(broadcast_limit_rows),
         )

@@ -150,3 +150,53 @@ def test_the_api_server_refuses_an_invalid_spec_with_the_schema_or_cel_message(
     refused = control_plane.kubectl("apply", "-n", kube_namespace, "-f", str(path))
     assert refused.returncode != 0
     assert "aggregate reads the transform's output table" in refused.stderr
+
+
+def test_an_ingestion_source_cronjob_runs_a_consolidation_cycle(
+    control_plane: Cluster, operator: tuple[str, Path]
+) -> None:
+    import yaml
+
+    from beam.warehouse import open_warehouse
+    from examples.transactions.demo import arrive
+
+    namespace, workdir = operator
+    arrive(open_warehouse(workdir), None, "2026-03-02 08:20:00")
+    source = yaml.safe_load((ROOT / "examples" / "transactions" / "ingestionsource.yaml").read_text())
+    source["metadata"]["namespace"] = namespace
+    done = control_plane.kubectl("apply", "-f", "-", stdin=json.dumps(source))
+    assert done.returncode == 0, done.stderr
+    deadline = time.monotonic() + 60
+    while control_plane.kubectl(
+        "get", "cronjob", "ussd-transactions-consolidate", "-n", namespace
+    ).returncode:
+        assert time.monotonic() < deadline, "the CronJob was not created"
+        time.sleep(1)
+    control_plane.make_cronjob_due(namespace, "ussd-transactions-consolidate")
+    deadline = time.monotonic() + 300
+    cycle: dict[str, Any] = {}
+    while not cycle:
+        assert time.monotonic() < deadline, "no consolidation cycle was reported"
+        status = (
+            json.loads(
+                kc(
+                    control_plane,
+                    "get",
+                    "ingestionsource",
+                    "ussd-transactions",
+                    "-n",
+                    namespace,
+                    "-o",
+                    "json",
+                )
+            ).get("status")
+            or {}
+        )
+        cycle = status.get("lastCycle") or {}
+        time.sleep(2)
+    assert cycle["outcome"] == "Succeeded", cycle
+    con = duckdb.connect(str(workdir / "warehouse.duckdb"), read_only=True)
+    try:
+        assert con.sql("SELECT count(*) FROM consolidated.transactions").fetchall()[0][0] == 8
+    finally:
+        con.close()

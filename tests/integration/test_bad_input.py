@@ -12,7 +12,11 @@ from tests.conftest import run_cli, table_names, write_spec
 
 pytestmark = pytest.mark.integration
 
-COLUMNS = [{"name": "id", "type": "INT64", "required": True}, {"name": "name"}, {"name": "qty", "type": "INT64"}]
+COLUMNS = [
+    {"name": "id", "type": "INT64", "required": True},
+    {"name": "name"},
+    {"name": "qty", "type": "INT64"},
+]
 
 
 def spec_for(uri: str, **extra: Any) -> dict[str, Any]:
@@ -23,8 +27,14 @@ def spec_for(uri: str, **extra: Any) -> dict[str, Any]:
 
 def run_failing(tmp_path: Path, workdir: Path, content: bytes, **extra: Any) -> tuple[dict[str, Any], str]:
     (tmp_path / "data.csv").write_bytes(content)
-    result = run_cli("run", str(write_spec(tmp_path, spec_for("data.csv", **extra))), "--workdir", str(workdir),
-                     "--output", "json")
+    result = run_cli(
+        "run",
+        str(write_spec(tmp_path, spec_for("data.csv", **extra))),
+        "--workdir",
+        str(workdir),
+        "--output",
+        "json",
+    )
     assert result.code != 0
     assert "Traceback" not in result.stderr
     assert "raw.items" not in table_names(workdir)
@@ -32,8 +42,14 @@ def run_failing(tmp_path: Path, workdir: Path, content: bytes, **extra: Any) -> 
 
 
 def test_missing_file_names_the_file(tmp_path: Path, workdir: Path) -> None:
-    result = run_cli("run", str(write_spec(tmp_path, spec_for("nowhere.csv"))), "--workdir", str(workdir),
-                     "--output", "json")
+    result = run_cli(
+        "run",
+        str(write_spec(tmp_path, spec_for("nowhere.csv"))),
+        "--workdir",
+        str(workdir),
+        "--output",
+        "json",
+    )
     assert result.code == 1
     assert result.summary["phase"] == "Failed"
     assert "nowhere.csv: no such file" in result.summary["message"]
@@ -71,7 +87,9 @@ def test_latin1_file_reads_when_the_spec_says_so(tmp_path: Path, workdir: Path) 
     assert result.summary["phase"] == "Succeeded", result.stderr
 
 
-def test_type_error_and_too_many_columns_are_rejected_with_row_and_rule(tmp_path: Path, workdir: Path) -> None:
+def test_type_error_and_too_many_columns_are_rejected_with_row_and_rule(
+    tmp_path: Path, workdir: Path
+) -> None:
     content = b"id,name,qty\n1,a,10\n2,b,abc\n3,c,30,extra\n4,d,40\n"
     summary, stderr = run_failing(tmp_path, workdir, content)
     assert summary["stages"][0]["rowsRejected"] == 2
@@ -82,15 +100,23 @@ def test_type_error_and_too_many_columns_are_rejected_with_row_and_rule(tmp_path
 
 def test_gzip_file_reads_without_unpacking(tmp_path: Path, workdir: Path) -> None:
     (tmp_path / "data.csv.gz").write_bytes(gzip.compress(b"id,name,qty\n1,a,10\n2,b,20\n"))
-    result = run_cli("run", str(write_spec(tmp_path, spec_for("data.csv.gz"))), "--workdir", str(workdir),
-                     "--output", "json")
+    result = run_cli(
+        "run",
+        str(write_spec(tmp_path, spec_for("data.csv.gz"))),
+        "--workdir",
+        str(workdir),
+        "--output",
+        "json",
+    )
     assert result.summary["phase"] == "Succeeded", result.stderr
     assert result.summary["stages"][1]["rowsOut"] == 2
 
 
 def test_unknown_column_in_the_spec_fails_before_anything_is_read(tmp_path: Path, workdir: Path) -> None:
-    spec = spec_for("data.csv", transform={"dedupe": {"key": ["nope"], "orderBy": "qty"},
-                                           "output": {"table": "tds.items"}})
+    spec = spec_for(
+        "data.csv",
+        transform={"dedupe": {"key": ["nope"], "orderBy": "qty"}, "output": {"table": "tds.items"}},
+    )
     (tmp_path / "data.csv").write_bytes(b"id,name,qty\n1,a,10\n")
     result = run_cli("run", str(write_spec(tmp_path, spec)), "--workdir", str(workdir), "--output", "json")
     assert result.code == 2
@@ -101,8 +127,10 @@ def test_unknown_column_in_the_spec_fails_before_anything_is_read(tmp_path: Path
 
 
 def test_malformed_expression_names_its_yaml_path_and_line(tmp_path: Path, workdir: Path) -> None:
-    spec = spec_for("data.csv", transform={"derive": [{"name": "x", "expr": "qty +* 2"}],
-                                           "output": {"table": "tds.items"}})
+    spec = spec_for(
+        "data.csv",
+        transform={"derive": [{"name": "x", "expr": "qty +* 2"}], "output": {"table": "tds.items"}},
+    )
     (tmp_path / "data.csv").write_bytes(b"id,name,qty\n1,a,10\n")
     result = run_cli("run", str(write_spec(tmp_path, spec)), "--workdir", str(workdir), "--output", "json")
     assert result.code == 2

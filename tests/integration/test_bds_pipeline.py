@@ -242,6 +242,8 @@ def test_aggregate_stage_replaces_each_kpi_table_ordered_by_group(tmp_path: Path
     assert lineage is not None
     assert (lineage.stage, lineage.inputs, lineage.generation) == ("aggregate", [TDS], 2)
     assert lineage.options == {"name": "by-region", "groupBy": ["region", "channel"]}
+    assert warehouse.schema(BY_REGION).field("paid_orders").type == pa.int64()
+    assert warehouse.schema(TOTALS).field("items").type == pa.int64()
 
 
 def test_aggregate_stage_on_an_empty_tds_table_writes_empty_kpi_tables_with_every_column(

@@ -214,13 +214,26 @@ CRONJOBS = "/apis/batch/v1/namespaces/default/cronjobs"
 def ingestion_source(prefix: Path) -> dict[str, Any]:
     template = {k: v for k, v in SPEC.items() if k != "source"}
     template["source"] = {"columns": SPEC["source"]["columns"]}
-    return {"apiVersion": "dataops.io/v1alpha1", "kind": "IngestionSource",
-            "metadata": {"name": "drops", "namespace": "default", "uid": "s1", "resourceVersion": "1"},
-            "spec": {"files": {"prefix": str(prefix), "pattern": "*.csv", "template": template,
-                               "maxConcurrentRuns": 5, "pollSeconds": 5},
-                     "consolidation": {"schedule": "*/20 * * * *", "timeZone": "Europe/Paris",
-                                       "source": {"table": "ops.ussd_operations", "id": "id", "cursor": "ts"},
-                                       "target": {"table": "cons.consolidated", "key": ["id"]}}}}
+    return {
+        "apiVersion": "dataops.io/v1alpha1",
+        "kind": "IngestionSource",
+        "metadata": {"name": "drops", "namespace": "default", "uid": "s1", "resourceVersion": "1"},
+        "spec": {
+            "files": {
+                "prefix": str(prefix),
+                "pattern": "*.csv",
+                "template": template,
+                "maxConcurrentRuns": 5,
+                "pollSeconds": 5,
+            },
+            "consolidation": {
+                "schedule": "*/20 * * * *",
+                "timeZone": "Europe/Paris",
+                "source": {"table": "ops.ussd_operations", "id": "id", "cursor": "ts"},
+                "target": {"table": "cons.consolidated", "key": ["id"]},
+            },
+        },
+    }
 
 
 async def list_runs(k: kmock.KubernetesEmulator) -> list[dict[str, Any]]:
@@ -229,7 +242,8 @@ async def list_runs(k: kmock.KubernetesEmulator) -> list[dict[str, Any]]:
 
 
 async def test_a_source_owns_a_forbid_cronjob_and_runs_each_new_file_once(
-        cluster: kmock.KubernetesEmulator, tmp_path: Path) -> None:
+    cluster: kmock.KubernetesEmulator, tmp_path: Path
+) -> None:
     drop = tmp_path / "drop"
     drop.mkdir()
     (drop / "a.csv").write_text("id\n1\n", encoding="utf-8")
@@ -247,8 +261,9 @@ async def test_a_source_owns_a_forbid_cronjob_and_runs_each_new_file_once(
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
     assert cron["spec"]["timeZone"] == "Europe/Paris"
     assert sorted(r["spec"]["source"]["uri"] for r in runs) == [str(drop / "a.csv"), str(drop / "b.csv")]
-    assert all(r["metadata"]["annotations"]["argocd.argoproj.io/compare-options"] == "IgnoreExtraneous"
-               for r in runs)
+    assert all(
+        r["metadata"]["annotations"]["argocd.argoproj.io/compare-options"] == "IgnoreExtraneous" for r in runs
+    )
     names = sorted(r["metadata"]["name"] for r in runs)
     with operator():
         await asyncio.sleep(3)

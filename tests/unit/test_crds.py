@@ -56,5 +56,5 @@ def test_every_spec_field_of_the_model_is_in_the_crd() -> None:
 
 def test_the_example_pipelinerun_parses_with_the_model() -> None:
     text = (ROOT / "examples" / "inventory" / "pipelinerun.yaml").read_text(encoding="utf-8")
-    (doc, _), = parse_documents(text, "pipelinerun.yaml")
+    ((doc, _),) = parse_documents(text, "pipelinerun.yaml")
     assert PipelineRunSpec.model_validate(doc["spec"]).load.table == "inventory_raw.resources"

@@ -101,7 +101,9 @@ def test_infrastructure_failures_do_not_use_up_the_retry_limit() -> None:
         step = plan(spec, status, {"validate": Outcome("validate", attempt, "infra", "pod evicted")}, T0)
         status = plan(spec, step.status, {}, T0).status
         assert status.phase == "Validating"
-    final = plan(spec, status, {"validate": Outcome("validate", MAX_INFRA_RETRIES + 1, "infra", "evicted")}, T0)
+    final = plan(
+        spec, status, {"validate": Outcome("validate", MAX_INFRA_RETRIES + 1, "infra", "evicted")}, T0
+    )
     assert final.status.phase == "Failed"
 
 

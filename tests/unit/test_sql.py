@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import duckdb
@@ -24,6 +25,12 @@ def run_sql(sql: str, data: pa.Table, relation: str = "input") -> list[dict[str,
     with duckdb.connect() as con:
         con.register(relation, data)
         return con.sql(sql).to_arrow_table().to_pylist()
+
+
+def run_table(sql: str, data: pa.Table, relation: str = "input") -> pa.Table:
+    with duckdb.connect() as con:
+        con.register(relation, data)
+        return con.sql(sql).to_arrow_table()
 
 
 def column(rows: list[dict[str, Any]], name: str) -> list[Any]:
@@ -300,6 +307,29 @@ def test_aggregate_without_group_by_gives_one_row_even_on_no_rows() -> None:
 
     assert rows == [{"rows": 0, "cost": None}]
     assert plan.output_columns == ("rows", "cost")
+
+
+def test_sums_over_integers_stay_int64_once_the_probe_finds_them() -> None:
+    aggregate = Aggregate.model_validate(
+        {
+            "output": "bds.total",
+            "metrics": [
+                {"name": "cores", "agg": "sum", "column": "cores"},
+                {"name": "active", "agg": "sum", "expr": "IF(active, 1, 0)"},
+                {"name": "cost", "agg": "sum", "column": "cost"},
+            ],
+        }
+    )
+    plan = compile_aggregate(aggregate, ["cores", "active", "cost"], 0)
+    data = pa.table({"cores": [2, 3], "active": [True, None], "cost": [1.5, 2.0]})
+    probe = run_table(plan.sum_inputs_sql("input") or "", data.slice(0, 0))
+
+    integers = frozenset(f.name for f in probe.schema if pa.types.is_integer(f.type))
+    result = run_table(replace(plan, integer_sums=integers).sql("input"), data)
+
+    assert integers == {"cores", "active"}
+    assert result.to_pylist() == [{"cores": 5, "active": 1, "cost": 3.5}]
+    assert [f.type for f in result.schema] == [pa.int64(), pa.int64(), pa.float64()]
 
 
 def test_report_date_is_added_after_the_metrics() -> None:
