@@ -208,12 +208,12 @@ async def source_loop(rt: Runtime, body: Any, stopped: Any) -> None:
         if fresh is None:
             return
         spec = ingestion.parse_source_spec(fresh)
-        poll = 60.0
+        poll = rt.settings.resync_seconds
         if not isinstance(spec, str):
             update: dict[str, Any] = {}
             try:
                 if spec.files is not None:
-                    poll = float(spec.files.poll_seconds)
+                    poll = min(poll, float(spec.files.poll_seconds))
                     update["files"] = await ingestion.discover_files(fresh, spec, rt.kube, rt.clock())
                 if spec.consolidation is not None:
                     cycle = await ingestion.last_cycle(rt.kube, body.metadata.namespace, body.metadata.name)
