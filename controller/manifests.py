@@ -79,32 +79,17 @@ def run_document(run: dict[str, Any]) -> str:
     )
 
 
-def build_stage_job(
-    run: dict[str, Any], stage: str, attempt: int, started_at: str, settings: Settings
+def _worker_pod_spec(
+    name: str, module: str, args: list[str], env: list[dict[str, str]], settings: Settings
 ) -> dict[str, Any]:
-    """The Job that runs one attempt of one stage of a run."""
-    meta = run["metadata"]
-    name = job_name(meta["name"], stage, attempt)
-    labels = stage_labels(meta["name"], stage, attempt)
-    env = [{"name": RUN_ENV, "value": run_document(run)}]
-    env += [{"name": k, "value": v} for k, v in sorted(settings.extra_env.items())]
+    """The pod of a worker container: the image, the hardened security context, the stage settings."""
     container: dict[str, Any] = {
-        "name": "stage",
+        "name": name,
         "image": settings.worker_image,
         "imagePullPolicy": settings.image_pull_policy,
-        "command": [settings.python, "-m", "beam.stages"],
-        "args": [
-            stage,
-            "--spec",
-            f"env:{RUN_ENV}",
-            "--workdir",
-            settings.workdir,
-            "--started-at",
-            started_at,
-            "--result-file",
-            TERMINATION_LOG,
-        ],
-        "env": env,
+        "command": [settings.python, "-m", module],
+        "args": args,
+        "env": env + [{"name": k, "value": v} for k, v in sorted(settings.extra_env.items())],
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {
@@ -129,13 +114,35 @@ def build_stage_job(
         pod_spec["nodeSelector"] = settings.node_selector
     if settings.tolerations:
         pod_spec["tolerations"] = settings.tolerations
+    return pod_spec
+
+
+def build_stage_job(
+    run: dict[str, Any], stage: str, attempt: int, started_at: str, settings: Settings
+) -> dict[str, Any]:
+    """The Job that runs one attempt of one stage of a run."""
+    meta = run["metadata"]
+    name = job_name(meta["name"], stage, attempt)
+    labels = stage_labels(meta["name"], stage, attempt)
+    args = [
+        stage,
+        "--spec",
+        f"env:{RUN_ENV}",
+        "--workdir",
+        settings.workdir,
+        "--started-at",
+        started_at,
+        "--result-file",
+        TERMINATION_LOG,
+    ]
+    pod_spec = _worker_pod_spec(
+        "stage", "beam.stages", args, [{"name": RUN_ENV, "value": run_document(run)}], settings
+    )
+    # No activeDeadlineSeconds: stage timeouts are the planner's, which stops the Job and fails the run.
     job_spec: dict[str, Any] = {
         "backoffLimit": 0,  # retries are the planner's, counted apart from infrastructure failures
         "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
     }
-    stage_seconds = (run["spec"].get("timeouts") or {}).get("stageSeconds")
-    if stage_seconds:
-        job_spec["activeDeadlineSeconds"] = int(stage_seconds)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -192,38 +199,14 @@ def build_consolidation_cronjob(source: dict[str, Any], settings: Settings) -> d
         LABEL_SOURCE: _short(meta["name"], 63),
     }
     history = int(spec.get("historyLimit", 10))
-    container = {
-        "name": "consolidate",
-        "image": settings.worker_image,
-        "imagePullPolicy": settings.image_pull_policy,
-        "command": [settings.python, "-m", "beam.consolidation"],
-        "args": [f"env:{SOURCE_ENV}", "--workdir", settings.workdir, "--result-file", TERMINATION_LOG],
-        "env": [{"name": SOURCE_ENV, "value": source_document(source)}]
-        + [{"name": k, "value": v} for k, v in sorted(settings.extra_env.items())],
-        "terminationMessagePath": TERMINATION_LOG,
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": {
-            "runAsNonRoot": True,
-            "readOnlyRootFilesystem": True,
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-    }
-    if settings.stage_resources:
-        container["resources"] = settings.stage_resources
-    pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "serviceAccountName": settings.stage_service_account,
-        "automountServiceAccountToken": False,
-        "containers": [container],
-        "volumes": [{"name": "tmp", "emptyDir": {}}],
-    }
-    if settings.node_selector:
-        pod_spec["nodeSelector"] = settings.node_selector
-    if settings.tolerations:
-        pod_spec["tolerations"] = settings.tolerations
+    args = [f"env:{SOURCE_ENV}", "--workdir", settings.workdir, "--result-file", TERMINATION_LOG]
+    pod_spec = _worker_pod_spec(
+        "consolidate",
+        "beam.consolidation",
+        args,
+        [{"name": SOURCE_ENV, "value": source_document(source)}],
+        settings,
+    )
     cron: dict[str, Any] = {
         "schedule": cons["schedule"],
         "concurrencyPolicy": "Forbid",

@@ -64,7 +64,7 @@ async def cluster(
     yield kmock
 
 
-async def wait_for(probe: Callable[[], Any], timeout: float = 20.0) -> Any:
+async def wait_for(probe: Callable[[], Any], timeout: float = 60.0) -> Any:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         value = await probe()
