@@ -164,6 +164,8 @@ def test_an_ingestion_source_cronjob_runs_a_consolidation_cycle(
     arrive(open_warehouse(workdir), None, "2026-03-02 08:20:00")
     source = yaml.safe_load((ROOT / "examples" / "transactions" / "ingestionsource.yaml").read_text())
     source["metadata"]["namespace"] = namespace
+    # Every minute, so that the latest missed tick is always within startingDeadlineSeconds.
+    source["spec"]["consolidation"]["schedule"] = "* * * * *"
     done = control_plane.kubectl("apply", "-f", "-", stdin=json.dumps(source))
     assert done.returncode == 0, done.stderr
     deadline = time.monotonic() + 60
