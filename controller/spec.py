@@ -86,6 +86,17 @@ def _STRING_OR(model: type[BaseModel]) -> dict[str, Any]:
     return {"anyOf": [{"type": "string"}, model.model_json_schema(by_alias=True)]}
 
 
+def bare_on(data: Any) -> Any:
+    """YAML 1.1 reads a bare ``on:`` key as true (PyYAML) or "true" (kubectl); take it back."""
+    if isinstance(data, dict) and "on" not in data:
+        for key in (True, "true"):
+            if key in data:
+                data = dict(data)
+                data["on"] = data.pop(key)
+                break
+    return data
+
+
 class Column(Model):
     name: str = Field(description="Column name in the warehouse table.")
     type: ColumnType = Field(default=ColumnType.STRING, description="BigQuery type of the column.")
@@ -326,14 +337,7 @@ class Lookup(Model):
     @model_validator(mode="before")
     @classmethod
     def _bare_on(cls, data: Any) -> Any:
-        """YAML 1.1 reads a bare ``on:`` key as true; take it back (quote it for kubectl all the same)."""
-        if isinstance(data, dict) and "on" not in data:
-            for key in (True, "true"):
-                if key in data:
-                    data = dict(data)
-                    data["on"] = data.pop(key)
-                    break
-        return data
+        return bare_on(data)
 
     @field_validator("table")
     @classmethod
@@ -544,11 +548,7 @@ class Join(TableRef):
     @model_validator(mode="before")
     @classmethod
     def _yaml11_on(cls, data: Any) -> Any:
-        """YAML 1.1 reads a bare ``on:`` key as true; take it back."""
-        if isinstance(data, dict) and True in data and "on" not in data:
-            data = dict(data)
-            data["on"] = data.pop(True)
-        return data
+        return bare_on(data)
 
     type: Literal["left", "inner"] = "left"
     columns: list[str] = Field(min_length=1)
