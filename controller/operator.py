@@ -44,7 +44,8 @@ class Runtime:
     kube: Kube
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     locks: defaultdict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
-    written: dict[str, str] = field(default_factory=dict)  # run key -> resourceVersion of our last write
+    # run key -> (resourceVersion, status) of our last write: an event showing anything else is older
+    written: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
     timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
     phases: dict[str, str] = field(default_factory=dict)
 
@@ -81,8 +82,7 @@ async def reconcile(rt: Runtime, namespace: str, name: str, body: dict[str, Any]
     """Reconcile one run, one at a time per run, from a fresh enough view of it."""
     key = _key(namespace, name)
     async with rt.locks[key]:
-        rv = (body or {}).get("metadata", {}).get("resourceVersion")
-        if body is None or (key in rt.written and rv != rt.written[key]):
+        if body is None or (key in rt.written and not _is_our_last_write(body, rt.written[key])):
             body = await rt.kube.get("PipelineRun", name, namespace)
             if body is None:
                 _forget(rt, key)
@@ -99,11 +99,20 @@ async def reconcile(rt: Runtime, namespace: str, name: str, body: dict[str, Any]
         RECONCILES.labels("ok").inc()
         if result.changed:
             written = await rt.kube.patch_status("PipelineRun", name, namespace, result.status)
-            rt.written[key] = written["metadata"]["resourceVersion"]
+            rt.written[key] = (written["metadata"]["resourceVersion"], written.get("status") or {})
             _record_metrics(rt, key, result)
         for ev in result.events:
             kopf.event(kopf.Body(body), type=ev.type, reason=ev.reason, message=ev.message[:1000])  # type: ignore[arg-type]
         _schedule(rt, namespace, name, result)
+
+
+def _is_our_last_write(body: dict[str, Any], last: tuple[str, dict[str, Any]]) -> bool:
+    """Whether an event's body is at least as new as our last status write.
+
+    The resourceVersion says so on a real API server; the status comparison also catches servers
+    (and emulators) that do not bump it, so a stale event never overwrites a newer status.
+    """
+    return bool(body["metadata"].get("resourceVersion") == last[0] and (body.get("status") or {}) == last[1])
 
 
 def _record_metrics(rt: Runtime, key: str, result: Reconciled) -> None:
