@@ -14,6 +14,8 @@ import duckdb
 import pytest
 import yaml
 
+from tests.emulators import gcs_server, pubsub_emulator  # noqa: F401  (fixtures shared by every folder)
+
 ROOT = Path(__file__).resolve().parent.parent
 DATAOPS = [sys.executable, "-m", "controller"]
 
