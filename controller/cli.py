@@ -6,6 +6,7 @@ dataops run SPEC.yaml --workdir DIR [--output json]
 from __future__ import annotations
 
 import json
+import os
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -339,7 +340,16 @@ def controller(
     import controller.handlers  # noqa: F401 - registers the handlers
 
     if not namespace and not all_namespaces:
-        err.print("give --namespace NS (repeatable) or --all-namespaces")
+        # The chart's watched namespaces arrive as DATAOPS_NAMESPACES (comma-separated).
+        from controller.settings import SettingsError, settings_from_env
+
+        try:
+            namespace = list(settings_from_env(dict(os.environ)).namespaces)
+        except SettingsError as exc:
+            err.print(f"error: {exc}")
+            raise typer.Exit(2) from None
+    if not namespace and not all_namespaces:
+        err.print("give --namespace NS (repeatable), --all-namespaces, or DATAOPS_NAMESPACES=ns1,ns2")
         raise typer.Exit(2)
     if metrics_port:
         start_http_server(metrics_port)

@@ -12,16 +12,18 @@ import random
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kopf
 from prometheus_client import Counter, Gauge, Histogram
 
+from controller.admission import DONE, WAITING, Admission, state_of
 from controller.kube import Kube, KubeError
 from controller.manifests import LABEL_RUN
-from controller.reconcile import Reconciled, reconcile_run
+from controller.reconcile import Reconciled, parse_spec, queued, reconcile_run
 from controller.settings import Settings, settings_from_env
+from controller.stages import TERMINAL_PHASES
 
 log = logging.getLogger("dataops.controller")
 
@@ -48,6 +50,10 @@ class Runtime:
     written: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
     timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
     phases: dict[str, str] = field(default_factory=dict)
+    admission: Admission = field(default_factory=lambda: Admission(0))
+
+    def __post_init__(self) -> None:
+        self.admission.limit = self.settings.max_running_per_namespace
 
 
 def configure(settings: kopf.OperatorSettings, env: dict[str, str] | None = None) -> Settings:
@@ -90,20 +96,88 @@ async def reconcile(rt: Runtime, namespace: str, name: str, body: dict[str, Any]
         if body["metadata"].get("deletionTimestamp"):
             return
         try:
-            result = await reconcile_run(body, rt.kube, rt.settings, rt.clock())
+            if await _expire(rt, body):
+                return
+            result = await _queued(rt, body)
+            if result is None:
+                result = await reconcile_run(body, rt.kube, rt.settings, rt.clock())
+            if result.changed:
+                written = await rt.kube.patch_status("PipelineRun", name, namespace, result.status)
+                rt.written[key] = (written["metadata"]["resourceVersion"], written.get("status") or {})
+                _record_metrics(rt, key, result)
+                body = {**body, "status": result.status}
         except KubeError as exc:
             RECONCILES.labels("error").inc()
             if exc.temporary:
                 raise kopf.TemporaryError(str(exc), delay=exc.retry_after or 5) from None
             raise
         RECONCILES.labels("ok").inc()
-        if result.changed:
-            written = await rt.kube.patch_status("PipelineRun", name, namespace, result.status)
-            rt.written[key] = (written["metadata"]["resourceVersion"], written.get("status") or {})
-            _record_metrics(rt, key, result)
         for ev in result.events:
             kopf.event(kopf.Body(body), type=ev.type, reason=ev.reason, message=ev.message[:1000])  # type: ignore[arg-type]
         _schedule(rt, namespace, name, result)
+        before = rt.admission.runs.get(namespace, {}).get(name, ("", ""))[1]
+        rt.admission.observe(body)
+        if state_of(body) == DONE and before != DONE:
+            _wake_queue(rt, namespace)
+        _schedule_expiry(rt, body)
+
+
+async def _queued(rt: Runtime, body: dict[str, Any]) -> Reconciled | None:
+    """The run's Queued status while the namespace is at its limit; None once it may start."""
+    if state_of(body) != WAITING:
+        return None
+    spec = parse_spec(body)
+    if isinstance(spec, str) or spec.cancel:
+        return None  # invalid or cancelled: the planner finishes it at once
+    namespace = body["metadata"].get("namespace", "default")
+    if rt.admission.limit > 0 and namespace not in rt.admission.seeded:
+        for run in await rt.kube.list("PipelineRun", namespace, {}):
+            if run["metadata"]["name"] not in rt.admission.runs.get(namespace, {}):
+                rt.admission.observe(run)
+        rt.admission.seeded.add(namespace)
+    rt.admission.observe(body)
+    place = rt.admission.admit(namespace, body["metadata"]["name"])
+    if place == 0:
+        return None
+    limit = rt.admission.limit
+    message = (
+        f"queued: {place - 1} run(s) ahead; namespace {namespace} runs at most {limit} at once"
+        f" ({rt.admission.active(namespace)} running)"
+    )
+    return queued(body, spec, message, rt.clock())
+
+
+def _wake_queue(rt: Runtime, namespace: str) -> None:
+    for name in rt.admission.next_up(namespace):
+        _spawn(reconcile(rt, namespace, name, None))
+
+
+async def _expire(rt: Runtime, body: dict[str, Any]) -> bool:
+    """Delete a finished run whose TTL (DATAOPS_FINISHED_TTL_SECONDS) has passed; True if deleted."""
+    due = _expiry(rt, body)
+    if due is None or rt.clock() < due:
+        return False
+    meta = body["metadata"]
+    await rt.kube.delete("PipelineRun", meta["name"], meta.get("namespace", "default"))
+    log.info("deleted finished run %s/%s: its TTL passed", meta.get("namespace"), meta["name"])
+    return True
+
+
+def _expiry(rt: Runtime, body: dict[str, Any]) -> datetime | None:
+    ttl = rt.settings.finished_ttl_seconds
+    status = body.get("status") or {}
+    if ttl is None or status.get("phase") not in TERMINAL_PHASES or not status.get("completionTime"):
+        return None
+    done = datetime.fromisoformat(str(status["completionTime"]).replace("Z", "+00:00"))
+    return done + timedelta(seconds=ttl)
+
+
+def _schedule_expiry(rt: Runtime, body: dict[str, Any]) -> None:
+    due = _expiry(rt, body)
+    if due is None:
+        return
+    meta = body["metadata"]
+    _schedule(rt, meta.get("namespace", "default"), meta["name"], Reconciled({}, wake_at=due))
 
 
 def _is_our_last_write(body: dict[str, Any], last: tuple[str, dict[str, Any]]) -> bool:
@@ -153,6 +227,11 @@ def _log_failure(task: asyncio.Future[None]) -> None:
 
 
 def _forget(rt: Runtime, key: str) -> None:
+    namespace, _, name = key.partition("/")
+    was = rt.admission.runs.get(namespace, {}).get(name, ("", ""))[1]
+    rt.admission.forget(namespace, name)
+    if was and was != DONE:
+        _wake_queue(rt, namespace)
     rt.written.pop(key, None)
     timer = rt.timers.pop(key, None)
     if timer is not None:

@@ -17,7 +17,16 @@ from controller import status as status_codec
 from controller.kube import Kube
 from controller.manifests import build_stage_job, job_name
 from controller.observe import outcome_of
-from controller.planner import Outcome, RecordEvent, RunStatus, StartStage, StopStage, WaitUntil, plan
+from controller.planner import (
+    Outcome,
+    RecordEvent,
+    RunStatus,
+    StartStage,
+    StopStage,
+    WaitUntil,
+    initial_status,
+    plan,
+)
 from controller.settings import Settings
 from controller.spec import PipelineRunSpec
 from controller.spec_check import semantic_problems
@@ -108,6 +117,18 @@ async def _observe(
 def _finished(job: dict[str, Any]) -> bool:
     conds = (job.get("status") or {}).get("conditions") or []
     return any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conds)
+
+
+def queued(body: dict[str, Any], spec: PipelineRunSpec, message: str, now: datetime) -> Reconciled:
+    """A run that may not start yet: Pending, reason Queued, its place in the message."""
+    previous = body.get("status") or {}
+    status = replace(initial_status(spec), reason="Queued", message=message)
+    doc = status_codec.to_dict(status, int(body["metadata"].get("generation", 1)), now, previous)
+    doc["rerun"] = spec.rerun
+    changed = _essence(doc) != _essence(previous)
+    first = previous.get("reason") != "Queued"
+    events = [RecordEvent("Normal", "Queued", message)] if first else []
+    return Reconciled(doc, events, None, changed)
 
 
 async def reconcile_run(body: dict[str, Any], kube: Kube, settings: Settings, now: datetime) -> Reconciled:

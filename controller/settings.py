@@ -27,7 +27,7 @@ class Settings:
     node_selector: dict[str, str] = field(default_factory=dict)
     tolerations: list[dict[str, Any]] = field(default_factory=list)
     extra_env: dict[str, str] = field(default_factory=dict)
-    max_running_per_namespace: int = 20
+    max_running_per_namespace: int = 20  # runs past their first stage at once per namespace; 0: no limit
     finished_ttl_seconds: int | None = None  # delete finished runs after this long (None: keep)
     image_pull_grace_seconds: int = 300  # a pod that cannot pull its image this long is an infra failure
     resync_seconds: float = 60.0  # how often unfinished runs are looked at even without events
@@ -43,6 +43,13 @@ def _int(env: Mapping[str, str], name: str, default: int | None) -> int | None:
         return int(raw)
     except ValueError:
         raise SettingsError(f"{name}={raw!r} is not a whole number") from None
+
+
+def _non_negative(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _int(env, name, default)
+    if value is None or value < 0:
+        raise SettingsError(f"{name}={env.get(name)!r} must be 0 (no limit) or more")
+    return value
 
 
 def _json(env: Mapping[str, str], name: str, default: Any) -> Any:
@@ -68,7 +75,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         node_selector=_json(env, "DATAOPS_NODE_SELECTOR", {}),
         tolerations=_json(env, "DATAOPS_TOLERATIONS", []),
         extra_env=_json(env, "DATAOPS_STAGE_ENV", {}),
-        max_running_per_namespace=_int(env, "DATAOPS_MAX_RUNNING_PER_NAMESPACE", 20) or 20,
+        max_running_per_namespace=_non_negative(env, "DATAOPS_MAX_RUNNING_PER_NAMESPACE", 20),
         finished_ttl_seconds=_int(env, "DATAOPS_FINISHED_TTL_SECONDS", None),
         image_pull_grace_seconds=_int(env, "DATAOPS_IMAGE_PULL_GRACE_SECONDS", 300) or 300,
         resync_seconds=float(_int(env, "DATAOPS_RESYNC_SECONDS", 60) or 60),

@@ -268,3 +268,123 @@ async def test_a_source_owns_a_forbid_cronjob_and_runs_each_new_file_once(
     with operator():
         await asyncio.sleep(3)
     assert sorted(r["metadata"]["name"] for r in await list_runs(cluster)) == names
+
+
+async def post_run(
+    k: kmock.KubernetesEmulator, name: str, spec: dict[str, Any], created: str = "2026-01-01T00:00:00Z"
+) -> None:
+    await k.post(
+        RUNS,
+        json={
+            "apiVersion": "dataops.io/v1alpha1",
+            "kind": "PipelineRun",
+            "metadata": {
+                "name": name,
+                "namespace": "default",
+                "uid": f"uid-{name}",
+                "resourceVersion": "1",
+                "creationTimestamp": created,
+            },
+            "spec": spec,
+        },
+    )
+
+
+async def wait_status(k: kmock.KubernetesEmulator, name: str, **want: Any) -> dict[str, Any]:
+    async def probe() -> dict[str, Any] | None:
+        run = await get_json(k, f"{RUNS}/{name}")
+        status = (run or {}).get("status") or {}
+        return run if run and all(status.get(key) == value for key, value in want.items()) else None
+
+    found: dict[str, Any] = await wait_for(probe)
+    return found
+
+
+async def test_runs_beyond_the_namespace_limit_wait_queued_in_creation_order(
+    cluster: kmock.KubernetesEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATAOPS_MAX_RUNNING_PER_NAMESPACE", "1")
+    await post_run(cluster, "second", SPEC, created="2026-01-01T00:00:02Z")
+    await post_run(cluster, "first", SPEC, created="2026-01-01T00:00:01Z")
+    with operator():
+        await wait_for(lambda: get_json(cluster, f"{JOBS}/first-validate-1"))
+        queued = await wait_status(cluster, "second", reason="Queued")
+        assert queued["status"]["phase"] == "Pending"
+        assert "at most 1 at once" in queued["status"]["message"]
+        assert await get_json(cluster, f"{JOBS}/second-validate-1") is None
+        await finish_job(cluster, "first-validate-1", 65, {"message": "bad rows", "reason": "RowsRejected"})
+        await wait_status(cluster, "first", phase="Failed")
+        await wait_for(lambda: get_json(cluster, f"{JOBS}/second-validate-1"))
+    run = await get_json(cluster, f"{RUNS}/second")
+    assert run is not None and run["status"]["phase"] == "Validating"
+
+
+async def test_a_stage_over_its_timeout_is_stopped_and_the_run_fails(
+    cluster: kmock.KubernetesEmulator,
+) -> None:
+    await post_run(cluster, "slow", {**SPEC, "timeouts": {"stageSeconds": 2}})
+    with operator():
+        await wait_for(lambda: get_json(cluster, f"{JOBS}/slow-validate-1"))
+        run = await wait_status(cluster, "slow", phase="Failed")
+
+        async def job_gone() -> bool:
+            return await get_json(cluster, f"{JOBS}/slow-validate-1") is None
+
+        await wait_for(job_gone)
+    assert run["status"]["reason"] == "Timeout"
+    assert "stageSeconds=2" in run["status"]["message"]
+
+
+async def test_cancel_stops_the_running_stage(cluster: kmock.KubernetesEmulator) -> None:
+    await post_run(cluster, "stop", SPEC)
+    with operator():
+        await wait_for(lambda: get_json(cluster, f"{JOBS}/stop-validate-1"))
+        await cluster.patch(
+            f"{RUNS}/stop",
+            json={"spec": {"cancel": True}, "metadata": {"resourceVersion": "2", "generation": 2}},
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        run = await wait_status(cluster, "stop", phase="Cancelled")
+
+        async def job_gone() -> bool:
+            return await get_json(cluster, f"{JOBS}/stop-validate-1") is None
+
+        await wait_for(job_gone)
+    assert [s["state"] for s in run["status"]["stages"]] == ["Cancelled", "Cancelled", "Cancelled"]
+
+
+async def test_a_rerun_starts_again_from_the_failed_stage(cluster: kmock.KubernetesEmulator) -> None:
+    await post_run(cluster, "again", {**SPEC, "retries": {"limit": 0, "backoffSeconds": 0}})
+    with operator():
+        await wait_for(lambda: get_json(cluster, f"{JOBS}/again-validate-1"))
+        await finish_job(cluster, "again-validate-1", 0, {"rows_in": 3, "rows_out": 3})
+        await wait_for(lambda: get_json(cluster, f"{JOBS}/again-load-1"))
+        await finish_job(cluster, "again-load-1", 1, {"message": "warehouse locked"})
+        await wait_status(cluster, "again", phase="Failed")
+        await cluster.patch(
+            f"{RUNS}/again",
+            json={"spec": {"rerun": 1}, "metadata": {"resourceVersion": "3", "generation": 2}},
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        await wait_for(lambda: get_json(cluster, f"{JOBS}/again-load-2"))
+        await finish_job(cluster, "again-load-2", 0, {"rows_in": 3, "rows_out": 3})
+        await wait_for(lambda: get_json(cluster, f"{JOBS}/again-transform-1"))
+        await finish_job(cluster, "again-transform-1", 0, {"rows_in": 3, "rows_out": 3})
+        run = await wait_status(cluster, "again", phase="Succeeded")
+    assert await get_json(cluster, f"{JOBS}/again-validate-2") is None
+    assert [s["attempt"] for s in run["status"]["stages"]] == [1, 2, 1]
+
+
+async def test_a_finished_run_is_deleted_when_its_ttl_passes(
+    cluster: kmock.KubernetesEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATAOPS_FINISHED_TTL_SECONDS", "1")
+    await post_run(cluster, "brief", SPEC)
+    with operator():
+        await wait_for(lambda: get_json(cluster, f"{JOBS}/brief-validate-1"))
+        await finish_job(cluster, "brief-validate-1", 65, {"message": "bad rows", "reason": "RowsRejected"})
+
+        async def gone() -> bool:
+            return await get_json(cluster, f"{RUNS}/brief") is None
+
+        await wait_for(gone)
