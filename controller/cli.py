@@ -96,7 +96,7 @@ def _summary(doc: dict[str, Any], run_name: str, namespace: str, workdir: Path) 
         "durationSeconds": doc.get("durationSeconds"),
         "stages": [
             {
-                k: s[k]
+                k: s.get(k)
                 for k in (
                     "name",
                     "state",
@@ -124,7 +124,7 @@ def _print_table(summary: dict[str, Any]) -> None:
     for col in ("stage", "state", "rows in", "rows out", "rejected", "seconds"):
         table.add_column(col, justify="right" if col not in ("stage", "state") else "left")
     for s in summary["stages"]:
-        seconds = f"{s['durationSeconds']:.1f}" if s["durationSeconds"] is not None else "-"
+        seconds = f"{s['durationSeconds']:.1f}" if s.get("durationSeconds") is not None else "-"
         table.add_row(
             s["name"], s["state"], f"{s['rowsIn']:,}", f"{s['rowsOut']:,}", f"{s['rowsRejected']:,}", seconds
         )
@@ -332,6 +332,9 @@ def controller(
     metrics_port: Annotated[
         int, typer.Option(help="Port of the Prometheus /metrics endpoint (0: off)")
     ] = 9090,
+    verbose: Annotated[
+        bool, typer.Option(help="Also log every handler call and HTTP request (INFO)")
+    ] = False,
 ) -> None:
     """Run the Kubernetes controller (kopf) for PipelineRuns and IngestionSources."""
     import kopf
@@ -354,6 +357,13 @@ def controller(
     if metrics_port:
         start_http_server(metrics_port)
     kopf.configure(log_format=kopf.LogFormat.JSON if not sys.stderr.isatty() else kopf.LogFormat.PLAIN)
+    if not verbose:
+        # One line per handler call and per HTTP request costs more than the work at a few thousand runs
+        # a minute; warnings and errors stay, and our own transitions are Events and INFO lines.
+        import logging
+
+        for noisy in ("kopf.objects", "httpx2", "httpx", "httpcore2", "aiohttp.access"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     kopf.run(
         clusterwide=all_namespaces, namespaces=namespace, standalone=standalone, liveness_endpoint=liveness
     )

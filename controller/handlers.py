@@ -33,21 +33,17 @@ async def run_changed(body: kopf.Body, memo: kopf.Memo, type: str | None, **_: A
     )
 
 
-@kopf.on.event("batch", "v1", "jobs", labels={LABEL_RUN: kopf.PRESENT})
+@kopf.on.event(
+    "batch",
+    "v1",
+    "jobs",
+    labels={LABEL_RUN: kopf.PRESENT},
+    when=lambda body, type, **_: operator.job_news(body, type),
+)
 async def stage_job_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     run = operator.owner_run(dict(body))
     if run:
         await operator.reconcile(memo.rt, body.metadata.namespace or "default", run, None)
-
-
-@kopf.timer(
-    *RUNS,
-    interval=60.0,
-    idle=30.0,
-    when=lambda status, **_: status.get("phase") not in ("Succeeded", "Failed", "Cancelled"),
-)
-async def resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    await operator.reconcile(memo.rt, body.metadata.namespace or "default", body.metadata.name or "", None)
 
 
 @kopf.on.delete(*RUNS)

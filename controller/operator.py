@@ -80,6 +80,9 @@ def configure(settings: kopf.OperatorSettings, env: dict[str, str] | None = None
     return ours
 
 
+RETRY_SECONDS = 5.0  # a reconcile that failed (API error, timeout) is tried again this much later
+
+
 def _key(namespace: str, name: str) -> str:
     return f"{namespace}/{name}"
 
@@ -88,7 +91,9 @@ async def reconcile(rt: Runtime, namespace: str, name: str, body: dict[str, Any]
     """Reconcile one run, one at a time per run, from a fresh enough view of it."""
     key = _key(namespace, name)
     async with rt.locks[key]:
-        if body is None or (key in rt.written and not _is_our_last_write(body, rt.written[key])):
+        if body is not None and key in rt.written and _is_our_last_write(body, rt.written[key]):
+            return  # the echo of our own status write: nothing new to act on
+        if body is None or (key in rt.written and not _is_at_least(body, rt.written[key])):
             body = await rt.kube.get("PipelineRun", name, namespace)
             if body is None:
                 _forget(rt, key)
@@ -106,10 +111,13 @@ async def reconcile(rt: Runtime, namespace: str, name: str, body: dict[str, Any]
                 rt.written[key] = (written["metadata"]["resourceVersion"], written.get("status") or {})
                 _record_metrics(rt, key, result)
                 body = {**body, "status": result.status}
-        except KubeError as exc:
+        except Exception as exc:
             RECONCILES.labels("error").inc()
-            if exc.temporary:
-                raise kopf.TemporaryError(str(exc), delay=exc.retry_after or 5) from None
+            # Event handlers are not retried by kopf: the run's own timer tries again.
+            delay = (exc.retry_after if isinstance(exc, KubeError) else None) or RETRY_SECONDS
+            _wake_in(rt, namespace, name, delay)
+            if isinstance(exc, KubeError) and exc.temporary:
+                raise kopf.TemporaryError(str(exc), delay=delay) from None
             raise
         RECONCILES.labels("ok").inc()
         for ev in result.events:
@@ -177,16 +185,22 @@ def _schedule_expiry(rt: Runtime, body: dict[str, Any]) -> None:
     if due is None:
         return
     meta = body["metadata"]
-    _schedule(rt, meta.get("namespace", "default"), meta["name"], Reconciled({}, wake_at=due))
+    _wake_in(rt, meta.get("namespace", "default"), meta["name"], max(0.0, (due - rt.clock()).total_seconds()))
 
 
 def _is_our_last_write(body: dict[str, Any], last: tuple[str, dict[str, Any]]) -> bool:
-    """Whether an event's body is at least as new as our last status write.
-
-    The resourceVersion says so on a real API server; the status comparison also catches servers
-    (and emulators) that do not bump it, so a stale event never overwrites a newer status.
-    """
     return bool(body["metadata"].get("resourceVersion") == last[0] and (body.get("status") or {}) == last[1])
+
+
+def _is_at_least(body: dict[str, Any], last: tuple[str, dict[str, Any]]) -> bool:
+    """Whether an event's body is at least as new as our last status write, so it can be planned on.
+
+    It shows the status we wrote last (only we write the status): it is that version or a later one
+    (a spec or metadata change). Comparing the status and not only the resourceVersion also guards
+    against servers (and emulators) that do not bump resourceVersion: a stale event never overwrites a
+    newer status.
+    """
+    return (body.get("status") or {}) == last[1]
 
 
 def _record_metrics(rt: Runtime, key: str, result: Reconciled) -> None:
@@ -204,16 +218,32 @@ def _record_metrics(rt: Runtime, key: str, result: Reconciled) -> None:
 
 
 def _schedule(rt: Runtime, namespace: str, name: str, result: Reconciled) -> None:
-    """Wake the run at its next backoff or deadline (a lost timer is caught by the resync timer)."""
+    """Wake the run at its next backoff or deadline, and an unfinished one at least every resync period.
+
+    The resync catches what no event shows (a pod that cannot pull its image) and anything missed while
+    the watch was down. Finished runs sleep (their TTL, if any, is scheduled apart).
+    """
+    wake = result.wake_at
+    if result.status.get("phase") not in TERMINAL_PHASES:
+        resync = rt.clock() + timedelta(seconds=rt.settings.resync_seconds)
+        wake = resync if wake is None else min(wake, resync)
+    if wake is None:
+        _cancel_timer(rt, _key(namespace, name))
+        return
+    _wake_in(rt, namespace, name, max(0.0, (wake - rt.clock()).total_seconds()) + 0.05)
+
+
+def _wake_in(rt: Runtime, namespace: str, name: str, delay: float) -> None:
     key = _key(namespace, name)
+    _cancel_timer(rt, key)
+    loop = asyncio.get_running_loop()
+    rt.timers[key] = loop.call_later(delay, lambda: _spawn(reconcile(rt, namespace, name, None)))
+
+
+def _cancel_timer(rt: Runtime, key: str) -> None:
     old = rt.timers.pop(key, None)
     if old is not None:
         old.cancel()
-    if result.wake_at is None:
-        return
-    delay = max(0.0, (result.wake_at - rt.clock()).total_seconds()) + 0.05
-    loop = asyncio.get_running_loop()
-    rt.timers[key] = loop.call_later(delay, lambda: _spawn(reconcile(rt, namespace, name, None)))
 
 
 def _spawn(coro: Awaitable[None]) -> None:
@@ -233,12 +263,27 @@ def _forget(rt: Runtime, key: str) -> None:
     if was and was != DONE:
         _wake_queue(rt, namespace)
     rt.written.pop(key, None)
-    timer = rt.timers.pop(key, None)
-    if timer is not None:
-        timer.cancel()
+    _cancel_timer(rt, key)
     phase = rt.phases.pop(key, None)
     if phase:
         RUNS_BY_PHASE.labels(phase).dec()
+
+
+def job_news(job: dict[str, Any], event_type: str | None) -> bool:
+    """Whether a stage Job's event can change its run: it ended, failed a pod, or is going away.
+
+    Its creation and its pods starting change nothing the planner reads; what a Job's status does not
+    show (a pod that cannot pull its image) the run's resync timer finds.
+    """
+    if event_type == "DELETED" or job["metadata"].get("deletionTimestamp"):
+        return True
+    status = job.get("status") or {}
+    ended = any(
+        c.get("type") in ("Complete", "Failed", "FailureTarget", "SuccessCriteriaMet")
+        and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+    return ended or int(status.get("failed") or 0) > 0
 
 
 async def cleanup_run(rt: Runtime, namespace: str, name: str) -> None:

@@ -28,24 +28,31 @@ def _duration(start: datetime | None, end: datetime | None) -> float | None:
     return round((end - start).total_seconds(), 3) if start and end else None
 
 
+def _present(d: dict[str, Any]) -> dict[str, Any]:
+    """Without its unset (None) fields: the API server drops nulls, so what we compare is what it keeps."""
+    return {k: v for k, v in d.items() if v is not None}
+
+
 def stage_to_dict(s: StageStatus) -> dict[str, Any]:
-    return {
-        "name": s.name,
-        "state": s.state,
-        "attempt": s.attempt,
-        "appFailures": s.app_failures,
-        "infraFailures": s.infra_failures,
-        "startTime": _ts(s.start_time),
-        "completionTime": _ts(s.completion_time),
-        "retryAfter": _ts(s.retry_after),
-        "durationSeconds": _duration(s.start_time, s.completion_time),
-        "rowsIn": s.rows.rows_in,
-        "rowsOut": s.rows.rows_out,
-        "rowsRejected": s.rows.rows_rejected,
-        "tables": list(s.tables),
-        "reason": s.reason,
-        "message": s.message[:2000],
-    }
+    return _present(
+        {
+            "name": s.name,
+            "state": s.state,
+            "attempt": s.attempt,
+            "appFailures": s.app_failures,
+            "infraFailures": s.infra_failures,
+            "startTime": _ts(s.start_time),
+            "completionTime": _ts(s.completion_time),
+            "retryAfter": _ts(s.retry_after),
+            "durationSeconds": _duration(s.start_time, s.completion_time),
+            "rowsIn": s.rows.rows_in,
+            "rowsOut": s.rows.rows_out,
+            "rowsRejected": s.rows.rows_rejected,
+            "tables": list(s.tables),
+            "reason": s.reason,
+            "message": s.message[:2000],
+        }
+    )
 
 
 def stage_from_dict(d: dict[str, Any]) -> StageStatus:
@@ -99,19 +106,21 @@ def to_dict(
 ) -> dict[str, Any]:
     current = status.current_stage
     rows_out = next((s.rows.rows_out for s in reversed(status.stages) if s.state == "Succeeded"), 0)
-    return {
-        "phase": status.phase,
-        "reason": status.reason,
-        "message": status.message[:2000],
-        "observedGeneration": generation,
-        "currentStage": current or "",
-        "startTime": _ts(status.start_time),
-        "completionTime": _ts(status.completion_time),
-        "durationSeconds": _duration(status.start_time, status.completion_time),
-        "rows": rows_out,
-        "stages": [stage_to_dict(s) for s in status.stages],
-        "conditions": conditions(status, generation, now, (previous or {}).get("conditions")),
-    }
+    return _present(
+        {
+            "phase": status.phase,
+            "reason": status.reason,
+            "message": status.message[:2000],
+            "observedGeneration": generation,
+            "currentStage": current or "",
+            "startTime": _ts(status.start_time),
+            "completionTime": _ts(status.completion_time),
+            "durationSeconds": _duration(status.start_time, status.completion_time),
+            "rows": rows_out,
+            "stages": [stage_to_dict(s) for s in status.stages],
+            "conditions": conditions(status, generation, now, (previous or {}).get("conditions")),
+        }
+    )
 
 
 def from_dict(d: dict[str, Any] | None) -> RunStatus:

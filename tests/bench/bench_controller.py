@@ -1,0 +1,317 @@
+"""Benchmark the controller on the real control plane: a burst, a steady load, memory with finished runs.
+
+Run it from the repository root with the project's virtualenv (``make bench`` runs it too)::
+
+    .venv/bin/python tests/bench/bench_controller.py                  # 1,000 / 15 per s x 40 s / 5,000
+    .venv/bin/python tests/bench/bench_controller.py --burst 200 --steady-seconds 10 --finished 1000
+
+What it does, on a fresh etcd + kube-apiserver + kube-controller-manager (``tests/controlplane``) with
+the CRDs applied, the controller as its own process (``python -m controller controller``, no namespace
+limit), and NO node agent, so every run waits at its first stage's Job (as the issue asks):
+
+1. reference: the API server alone, the same client creating the same PipelineRuns plus one Job each
+   (what the controller must do at least), runs per minute; the controller's figures are quoted
+   against it, since single timings on these machines are noisy;
+2. burst: ``--burst`` PipelineRuns created at once (8 client threads) -> runs per minute until every
+   one has its first stage Job (seen through a watch on Jobs);
+3. steady: ``--rate`` runs per second for ``--steady-seconds`` -> p50 / p99 latency from each run's
+   create call returning to its Job's ADDED event on the watch;
+4. memory: ``--finished`` runs with a finished status in the cluster, a fresh controller started,
+   its resident memory (VmRSS) sampled every 5 s for ``--soak-seconds``: the curve and the last value.
+
+Figures only: this file is not a test module (pytest does not collect it). Exit 0 when every run got
+its Job, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from tests.controlplane.cluster import Cluster, build_control_plane, free_port  # noqa: E402
+from tests.controlplane.kubeapi import KubeApi  # noqa: E402
+
+console = Console()
+RUNS = "/apis/dataops.io/v1alpha1/namespaces/{ns}/pipelineruns"
+JOBS = "/apis/batch/v1/namespaces/{ns}/jobs"
+SPEC: dict[str, Any] = {
+    "source": {"uri": "/data/in.csv", "columns": [{"name": "id", "type": "INT64"}]},
+    "load": {"table": "raw.items"},
+    "transform": {"output": {"table": "tds.items"}},
+}
+
+
+def run_doc(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "dataops.io/v1alpha1",
+        "kind": "PipelineRun",
+        "metadata": {"name": name},
+        "spec": SPEC,
+    }
+
+
+def job_doc(name: str) -> dict[str, Any]:
+    """What the controller creates for a run's first stage, near enough, for the reference."""
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": f"{name}-validate-1", "labels": {"dataops.io/run": name}},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "stage", "image": "worker:bench", "args": ["validate"]}],
+                }
+            },
+        },
+    }
+
+
+class JobWatch:
+    """Records when each Job of a namespace is first seen (client clock), from one watch stream."""
+
+    def __init__(self, api: KubeApi, namespace: str) -> None:
+        self.api, self.namespace = api, namespace
+        self.seen: dict[str, float] = {}
+        self.lock = threading.Lock()
+        self._stop = threading.Event()
+        listing = api.get(JOBS.format(ns=namespace))
+        self._response, events = api.watch(
+            JOBS.format(ns=namespace), listing["metadata"]["resourceVersion"], timeout_seconds=3600
+        )
+        self._thread = threading.Thread(target=self._loop, args=(events,), daemon=True)
+        self._thread.start()
+
+    def _loop(self, events: Any) -> None:
+        try:
+            for event in events:
+                if event["type"] == "ADDED":
+                    run = event["object"]["metadata"].get("labels", {}).get("dataops.io/run", "")
+                    with self.lock:
+                        self.seen.setdefault(run, time.monotonic())
+        except Exception:  # the stream closed at the end
+            return
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.seen)
+
+    def close(self) -> None:
+        self._response.close()
+
+
+def create_all(api: KubeApi, namespace: str, names: list[str], with_job: bool = False) -> dict[str, float]:
+    created: dict[str, float] = {}
+
+    def one(name: str) -> None:
+        api.create(RUNS.format(ns=namespace), run_doc(name))
+        created[name] = time.monotonic()
+        if with_job:
+            api.create(JOBS.format(ns=namespace), job_doc(name))
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(one, names))
+    return created
+
+
+def namespace(api: KubeApi, name: str) -> str:
+    api.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    return name
+
+
+def wait(what: str, probe: Callable[[], bool], timeout: float) -> float:
+    start = time.monotonic()
+    while not probe():
+        if time.monotonic() - start > timeout:
+            raise TimeoutError(what)
+        time.sleep(0.05)
+    return time.monotonic()
+
+
+def start_controller(cluster: Cluster, namespaces: list[str], log: Path) -> subprocess.Popen[bytes]:
+    env = dict(
+        os.environ,
+        KUBECONFIG=str(cluster.kubeconfig),
+        PYTHONPATH=str(ROOT),
+        DATAOPS_WORKER_IMAGE="worker:bench",
+        DATAOPS_MAX_RUNNING_PER_NAMESPACE="0",
+    )
+    args = [a for ns in namespaces for a in ("--namespace", ns)]
+    args += ["--standalone", "--metrics-port", "0", "--liveness", f"http://127.0.0.1:{free_port()}/healthz"]
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "controller", "controller", *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def main(
+    burst: Annotated[int, typer.Option(help="Runs created at once")] = 1000,
+    rate: Annotated[float, typer.Option(help="Runs per second in the steady load")] = 15.0,
+    steady_seconds: Annotated[float, typer.Option(help="Length of the steady load")] = 40.0,
+    finished: Annotated[int, typer.Option(help="Finished runs in the cluster for the memory figure")] = 5000,
+    soak_seconds: Annotated[float, typer.Option(help="How long memory is sampled")] = 90.0,
+) -> None:
+    bin_dir = build_control_plane()
+    work = Path(tempfile.mkdtemp(prefix="bench-controller-"))
+    ok = True
+    with Cluster(bin_dir, work) as cluster:
+        api = cluster.api
+        done = cluster.kubectl("apply", "-f", str(ROOT / "crds"))
+        assert done.returncode == 0, done.stderr
+        for crd in ("pipelineruns.dataops.io", "ingestionsources.dataops.io"):
+            cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+        rows: list[tuple[str, str, str]] = []
+
+        # 1. The reference: the API server alone, creates of a run and its Job.
+        ref_ns = namespace(api, "bench-reference")
+        names = [f"r{i:05d}" for i in range(burst)]
+        t0 = time.monotonic()
+        create_all(api, ref_ns, names, with_job=True)
+        ref_rate = burst / ((time.monotonic() - t0) / 60)
+        rows.append(("reference: API server alone, run + Job creates", f"{ref_rate:,.0f} runs/min", ""))
+
+        # 2. The burst.
+        burst_ns, steady_ns = namespace(api, "bench-burst"), namespace(api, "bench-steady")
+        log = work / "controller.log"
+        proc = start_controller(cluster, [burst_ns, steady_ns], log)
+        time.sleep(5)  # the controller is up and watching
+        watch = JobWatch(api, burst_ns)
+        t0 = time.monotonic()
+        create_all(api, burst_ns, [f"b{i:05d}" for i in range(burst)])
+        created = time.monotonic()
+        try:
+            end = wait("burst", lambda: watch.count() >= burst, 900)
+            burst_rate = burst / ((end - t0) / 60)
+            rows.append(
+                (
+                    f"burst: {burst:,} runs at once -> first stage Job",
+                    f"{burst_rate:,.0f} runs/min",
+                    f"{burst_rate / ref_rate:.2f}x the reference; creates took {created - t0:.1f} s",
+                )
+            )
+        except TimeoutError:
+            ok = False
+            rows.append(("burst", f"only {watch.count()} of {burst} Jobs", ""))
+        watch.close()
+
+        # 3. The steady load.
+        watch = JobWatch(api, steady_ns)
+        total = int(rate * steady_seconds)
+        sent: dict[str, float] = {}
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(4) as pool:
+            for i in range(total):
+                due = t0 + i / rate
+                time.sleep(max(0.0, due - time.monotonic()))
+                name = f"s{i:05d}"
+
+                def send(n: str = name) -> None:
+                    api.create(RUNS.format(ns=steady_ns), run_doc(n))
+                    sent[n] = time.monotonic()
+
+                pool.submit(send)
+        try:
+            wait("steady", lambda: watch.count() >= total, 300)
+            lat = sorted((watch.seen[n] - sent[n]) * 1000 for n in sent)
+            p50 = statistics.median(lat)
+            p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+            rows.append(
+                (
+                    f"steady: {rate:g} runs/s for {steady_seconds:g} s -> first stage Job",
+                    f"p50 {p50:.0f} ms, p99 {p99:.0f} ms",
+                    f"max {lat[-1]:.0f} ms",
+                )
+            )
+        except TimeoutError:
+            ok = False
+            rows.append(("steady", f"only {watch.count()} of {total} Jobs", ""))
+        watch.close()
+        stop(proc)
+
+        # 4. Memory with finished runs.
+        mem_ns = namespace(api, "bench-finished")
+        names = [f"f{i:05d}" for i in range(finished)]
+
+        def finish(name: str) -> None:
+            api.create(RUNS.format(ns=mem_ns), run_doc(name))
+            api.merge_patch(
+                RUNS.format(ns=mem_ns) + f"/{name}/status",
+                {
+                    "status": {
+                        "phase": "Succeeded",
+                        "reason": "Succeeded",
+                        "message": "all stages succeeded",
+                        "completionTime": "2026-01-01T00:00:00Z",
+                        "stages": [
+                            {"name": s, "state": "Succeeded", "attempt": 1} for s in ("validate", "load")
+                        ],
+                    }
+                },
+            )
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(finish, names))
+        proc = start_controller(cluster, [mem_ns], log)
+        curve: list[tuple[float, float]] = []
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < soak_seconds:
+            time.sleep(5)
+            curve.append((time.monotonic() - t0, rss_mb(proc.pid)))
+        stop(proc)
+        rows.append(
+            (
+                f"memory: controller RSS with {finished:,} finished runs",
+                f"{curve[-1][1]:.0f} MB",
+                "curve: " + ", ".join(f"{t:.0f}s {m:.0f}" for t, m in curve),
+            )
+        )
+
+    table = Table(title="controller on the real control plane (no node agent)")
+    for col in ("measure", "figure", "notes"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    console.print(json.dumps({"rows": rows}))
+    raise typer.Exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    typer.run(main)
