@@ -53,11 +53,13 @@ fmt: $(STAMP)
 	$(VENV)/bin/ruff check --fix controller beam tests examples
 	$(VENV)/bin/ruff format controller beam tests examples
 
-## bench: figures, not tests (1,000,000 rows; several minutes)
+## bench: figures, not tests (1,000,000 rows; the controller on the real control plane; several minutes)
 bench: $(STAMP)
 	$(PY) tests/bench/bench_pipelinerun.py
 	$(PY) tests/bench/bench_consolidation.py
 	$(PY) tests/bench/bench_lookups.py
+	bash tests/controlplane/build.sh >/dev/null
+	$(PY) tests/bench/bench_controller.py
 
 ## demo-transactions: two consolidation cycles catching up on new rows
 demo-transactions: $(STAMP)
