@@ -112,11 +112,20 @@ class Kube:
             raise _error(exc) from None
 
     async def patch_status(
-        self, kind: str, name: str, namespace: str, status: dict[str, Any]
+        self,
+        kind: str,
+        name: str,
+        namespace: str,
+        status: dict[str, Any],
+        resource_version: str | None = None,
     ) -> dict[str, Any]:
+        """Merge-patch the status; with ``resource_version``, only onto that version (else 409 Conflict)."""
+        body: dict[str, Any] = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
         try:
             obj = await self.client.patch(
-                _KINDS[kind].Status, name, {"status": status}, namespace=namespace, patch_type=PatchType.MERGE
+                _KINDS[kind].Status, name, body, namespace=namespace, patch_type=PatchType.MERGE
             )
             return _as_dict(obj)
         except ApiError as exc:

@@ -31,6 +31,7 @@ FINALIZER = "dataops.io/finalizer"
 
 RECONCILES = Counter("dataops_reconciles_total", "PipelineRun reconciles", ["outcome"])
 TRANSITIONS = Counter("dataops_run_transitions_total", "PipelineRun phase transitions", ["phase"])
+CONFLICTS = Counter("dataops_status_conflicts_total", "Status writes refused for a newer resourceVersion")
 RUNS_BY_PHASE = Gauge("dataops_runs", "PipelineRuns seen by this controller, by phase", ["phase"])
 STAGE_SECONDS = Histogram(
     "dataops_stage_duration_seconds",
@@ -80,6 +81,7 @@ def configure(settings: kopf.OperatorSettings, env: dict[str, str] | None = None
     return ours
 
 
+CONFLICT_RETRIES = 5
 RETRY_SECONDS = 5.0  # a reconcile that failed (API error, timeout) is tried again this much later
 
 
@@ -93,24 +95,40 @@ async def reconcile(rt: Runtime, namespace: str, name: str, body: dict[str, Any]
     async with rt.locks[key]:
         if body is not None and key in rt.written and _is_our_last_write(body, rt.written[key]):
             return  # the echo of our own status write: nothing new to act on
-        if body is None or (key in rt.written and not _is_at_least(body, rt.written[key])):
-            body = await rt.kube.get("PipelineRun", name, namespace)
-            if body is None:
-                _forget(rt, key)
-                return
-        if body["metadata"].get("deletionTimestamp"):
-            return
+        fresh = body is None or (key in rt.written and not _is_at_least(body, rt.written[key]))
         try:
-            if await _expire(rt, body):
-                return
-            result = await _queued(rt, body)
-            if result is None:
-                result = await reconcile_run(body, rt.kube, rt.settings, rt.clock())
-            if result.changed:
-                written = await rt.kube.patch_status("PipelineRun", name, namespace, result.status)
+            for _ in range(CONFLICT_RETRIES):
+                if fresh:
+                    body = await rt.kube.get("PipelineRun", name, namespace)
+                    if body is None:
+                        _forget(rt, key)
+                        return
+                assert body is not None
+                if body["metadata"].get("deletionTimestamp") or await _expire(rt, body):
+                    return
+                result = await _queued(rt, body)
+                if result is None:
+                    result = await reconcile_run(body, rt.kube, rt.settings, rt.clock())
+                if not result.changed:
+                    break
+                try:
+                    # Only onto the version planned from: a write by anyone since (another replica during
+                    # a rolling update, a user) makes this a 409, and the run is planned again from it.
+                    written = await rt.kube.patch_status(
+                        "PipelineRun", name, namespace, result.status, body["metadata"].get("resourceVersion")
+                    )
+                except KubeError as exc:
+                    if exc.status != 409:
+                        raise
+                    CONFLICTS.inc()
+                    fresh = True
+                    continue
                 rt.written[key] = (written["metadata"]["resourceVersion"], written.get("status") or {})
                 _record_metrics(rt, key, result)
                 body = {**body, "status": result.status}
+                break
+            else:
+                raise KubeError(409, f"status of {key} kept changing under {CONFLICT_RETRIES} attempts")
         except Exception as exc:
             RECONCILES.labels("error").inc()
             # Event handlers are not retried by kopf: the run's own timer tries again.

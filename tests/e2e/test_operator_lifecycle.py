@@ -312,3 +312,56 @@ def test_a_dropped_file_is_one_run_across_controller_restarts(
     assert done
     assert _phase(control_plane, kube_namespace, first[0]) == "Succeeded"
     assert controller.forbidden() == []
+
+
+def test_two_replicas_acting_at_once_never_duplicate_a_stage(
+    control_plane: Cluster, chart_controller: tuple[Controller, Path], kube_namespace: str, tmp_path: Path
+) -> None:
+    """The worst case of a rolling update: peering lost, both replicas act on every event; then the old
+    one goes and the new one finishes. Status writes carry the resourceVersion they were planned from."""
+    first, workdir = chart_controller
+    second = Controller(
+        control_plane,
+        [*first.argv, "--standalone"],
+        {**first.env, "POD_ID": "controller-new"},
+        tmp_path / "second",
+    )
+    first.stop()
+    first.argv = [*first.argv, "--standalone"]
+    first.start()
+    second.start()
+    try:
+        kc(control_plane, "apply", "-n", kube_namespace, "-f", str(EXAMPLE / "pipelinerun.yaml"))
+        _wait(
+            control_plane,
+            "the transform stage",
+            lambda: (
+                ((_run(control_plane, kube_namespace, "inventory-demo") or {}).get("status") or {}).get(
+                    "currentStage"
+                )
+                in ("transform", "aggregate")
+            ),
+        )
+        first.stop()  # the old replica goes; the new one carries on alone
+        _wait(
+            control_plane,
+            "the run to finish",
+            lambda: _phase(control_plane, kube_namespace, "inventory-demo") in ("Succeeded", "Failed"),
+        )
+    finally:
+        second.stop()
+    run = _run(control_plane, kube_namespace, "inventory-demo") or {}
+    assert run["status"]["phase"] == "Succeeded", run["status"].get("message")
+    assert [s["attempt"] for s in run["status"]["stages"]] == [1, 1, 1, 1]
+    assert _jobs(control_plane, kube_namespace) == [
+        "inventory-demo-aggregate-1",
+        "inventory-demo-load-1",
+        "inventory-demo-transform-1",
+        "inventory-demo-validate-1",
+    ]
+    con = duckdb.connect(str(workdir / "warehouse.duckdb"), read_only=True)
+    try:
+        assert con.sql("SELECT count(*) FROM inventory_raw.resources").fetchall()[0][0] == 2991
+    finally:
+        con.close()
+    assert first.forbidden() == [] and second.forbidden() == []
