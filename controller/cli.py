@@ -232,7 +232,8 @@ def _write_report(args: list[str], output: Path | None = None) -> str | None:
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=_child_env())
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines()
-        err.print(lines[-1] if lines else f"the report failed (exit {proc.returncode})", markup=False)
+        message = lines[-1] if lines else f"the report failed (exit {proc.returncode})"
+        err.print(message, markup=False, highlight=False, soft_wrap=True)
         return None
     return str(json.loads(proc.stdout.strip().splitlines()[-1])["report"])
 
@@ -281,7 +282,7 @@ def _kind_of(path: Path) -> tuple[str, str, str]:
     try:
         docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if isinstance(d, dict)]
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        err.print(f"{path}: cannot read: {exc}", markup=False)
+        err.print(f"{path}: cannot read: {exc}", markup=False, soft_wrap=True)
         raise typer.Exit(2) from None
     for doc in docs:
         meta = doc.get("metadata") or {}

@@ -149,7 +149,8 @@ def _rejects(page: Page, facts: RunFacts) -> None:
             for s in reason.samples
         ]
         shown = f" (first {len(reason.samples)})" if reason.rows > len(reason.samples) else ""
-        parts.append(f"<h3>{esc(title)}: {reason.rows:,} rows{shown}</h3>")
+        rows_text = "1 row" if reason.rows == 1 else f"{reason.rows:,} rows"
+        parts.append(f"<h3>{esc(title)}: {rows_text}{shown}</h3>")
         parts.append(table(["file:row", "value", "message", "row as read"], rows))
     parts.append("</section>")
     page.add("".join(parts))
