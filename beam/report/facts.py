@@ -80,6 +80,7 @@ class KpiTable:
     metrics: list[KpiMetric]
     rows: pa.Table | None  # None: the table is not in the warehouse (the stage did not run)
     total_rows: int = 0
+    schema: pa.Schema | None = None  # every column of the table, as the warehouse holds it
 
     @property
     def truncated(self) -> bool:
@@ -102,6 +103,7 @@ class RunFacts:
     rejected_rows: int
     kpis: list[KpiTable]
     data_docs: Path | None
+    on_failure: str = "fail"
     files: dict[str, Path] = field(default_factory=dict)
 
 
@@ -211,16 +213,18 @@ def _kpis(run: PipelineRun, workdir: Path) -> list[KpiTable]:
         group_by = list(agg.group_by)
         metrics = [KpiMetric(m.name, m.agg) for m in agg.metrics]
         rows: pa.Table | None = None
+        schema: pa.Schema | None = None
         total = 0
         if warehouse.path.exists() and warehouse.exists(table):
             total = warehouse.row_count(table)
+            schema = warehouse.schema(table)
             columns = group_by + [m.name for m in metrics]
             order = ", ".join(map(quote_ident, group_by)) or "1"
             select = ", ".join(map(quote_ident, columns))
             rows = warehouse.query_arrow(
                 f"SELECT {select} FROM {quote_table(table)} ORDER BY {order} LIMIT {MAX_KPI_ROWS}"
             )
-        out.append(KpiTable(agg.name or f"aggregate-{i}", table, group_by, metrics, rows, total))
+        out.append(KpiTable(agg.name or f"aggregate-{i}", table, group_by, metrics, rows, total, schema))
     return out
 
 
@@ -250,6 +254,7 @@ def collect(run: PipelineRun, workdir: Path) -> RunFacts:
         rejected_rows=rejected_rows,
         kpis=_kpis(run, workdir),
         data_docs=docs if docs.exists() else None,
+        on_failure=run.spec.validate_.on_failure,
         files={
             name: run_dir / rel
             for name, rel in (

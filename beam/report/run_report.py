@@ -6,7 +6,7 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-from beam.report import REPORT_FILE, charts
+from beam.report import REPORT_FILE, charts, looker
 from beam.report.facts import RunFacts, collect
 from beam.report.page import Page, badge, cards, esc, link, table
 from controller.spec import PipelineRun
@@ -23,20 +23,29 @@ def write_run_report(
     """Write the run's report (by default beside its status) and return where it is."""
     facts = collect(run, workdir)
     target = output or report_path(run, workdir)
-    markup = render_run_report(facts, target, now or datetime.now(UTC))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(markup, encoding="utf-8")
-    os.replace(tmp, target)
+    markup = render_run_report(facts, target, now or datetime.now(UTC), run)
+    _atomic_write(target, markup)
+    if run.spec.aggregate:
+        schemas = {k.table: k.schema for k in facts.kpis}
+        _atomic_write(target.with_name(looker.LOOKER_FILE), looker.markdown(run, schemas))
     return target
 
 
-def render_run_report(facts: RunFacts, target: Path, now: datetime) -> str:
+def _atomic_write(target: Path, text: str) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, target)
+
+
+def render_run_report(facts: RunFacts, target: Path, now: datetime, run: PipelineRun | None = None) -> str:
     when = f"{facts.start:%Y-%m-%d %H:%M:%S} UTC" if facts.start else "not started"
     took = f", {(facts.end - facts.start).total_seconds():.1f}s" if facts.start and facts.end else ""
+    shown = facts.source_uri if "://" in facts.source_uri else Path(facts.source_uri).name
+    source = f'<span title="{esc(facts.source_uri)}">{esc(shown)}</span>'
     page = Page(
         title=f"PipelineRun {facts.namespace}/{facts.name}",
-        subtitle=f"{esc(facts.source_uri)} · started {esc(when)}{esc(took)}",
+        subtitle=f"{source} · started {esc(when)}{esc(took)}",
     )
     page.title = f"PipelineRun {esc(facts.namespace)}/{esc(facts.name)} {badge(facts.phase)}"
     _overview(page, facts)
@@ -44,6 +53,8 @@ def render_run_report(facts: RunFacts, target: Path, now: datetime) -> str:
     _validation(page, facts, target)
     _rejects(page, facts)
     _kpis(page, facts)
+    if run is not None:
+        _looker(page, facts, run, target)
     return page.render(now)
 
 
@@ -118,6 +129,12 @@ def _validation(page: Page, facts: RunFacts, target: Path) -> None:
             for e in facts.expectations
         ]
         passed = sum(e.success for e in facts.expectations)
+        validate = next((s for s in facts.stages if s.name == "validate"), None)
+        if not facts.validation_success and validate is not None and validate.state == "Succeeded":
+            verdict += (
+                ' <span class="note">the rows that broke them were set aside (below) and the run went on,'
+                f" within spec.validate (onFailure: {esc(facts.on_failure)})</span>"
+            )
         body = f"<p>{passed} of {len(facts.expectations)} expectations passed {verdict}</p>" + table(
             ["expectation", "arguments", "result", "unexpected", "%", "sample values / observed"],
             rows,
@@ -171,5 +188,43 @@ def _kpis(page: Page, facts: RunFacts) -> None:
         parts.append(f'<p class="note">{esc(note)}</p><div class="grid">')
         parts += [page.chart(charts.kpi_chart(kpi, m.name), f"kpi:{kpi.table}:{m.name}") for m in kpi.metrics]
         parts.append("</div>")
+    parts.append("</section>")
+    page.add("".join(parts))
+
+
+def _looker(page: Page, facts: RunFacts, run: PipelineRun, target: Path) -> None:
+    if not run.spec.aggregate:
+        return
+    parts = [
+        '<section id="looker"><h2>For Looker Studio</h2><p class="note">The KPI tables as data sources '
+        "(BigQuery connector): each field's type, role and default aggregation; also in "
+        f"{link(target.with_name(looker.LOOKER_FILE), target, looker.LOOKER_FILE)}.</p>"
+    ]
+    for aggregate, kpi in zip(run.spec.aggregate, facts.kpis, strict=True):
+        parts.append(f"<h3><code>{esc(kpi.table)}</code></h3>")
+        rows = [
+            [
+                f"<code>{esc(f.name)}</code>",
+                esc(f.bigquery_type),
+                esc(f.looker_type),
+                esc(f.role),
+                esc(f.aggregation),
+                esc(f.description),
+            ]
+            for f in looker.fields_of(run, aggregate, kpi.schema)
+        ]
+        parts.append(
+            table(
+                [
+                    "field",
+                    "BigQuery type",
+                    "Looker Studio type",
+                    "role",
+                    "default aggregation",
+                    "description",
+                ],
+                rows,
+            )
+        )
     parts.append("</section>")
     page.add("".join(parts))

@@ -84,6 +84,11 @@ def test_report_of_a_run_draws_a_bar_per_kpi_row_and_loads_without_errors(
     assert "expect_column_values_to_be_between" in text
     assert 'href="validate/data_docs.html"' in text
     assert (report.parent / "validate" / "data_docs.html").is_file()
+    looker = (report.parent / "looker-studio.md").read_text(encoding="utf-8")
+    assert "| `grp` | STRING | Text | Dimension | - |" in looker
+    assert "| `day` | DATE | Date | Dimension | - |" in looker
+    assert "| `items` | INT64 | Number | Metric | Sum | Number of rows per grp, region. |" in looker
+    assert "| `total` | NUMERIC | Number | Metric | Sum | Sum of amount per grp. |" in looker
 
 
 def test_failed_run_has_a_report_saying_which_expectation_failed(tmp_path: Path, workdir: Path) -> None:
