@@ -44,6 +44,7 @@ class StageFact:
     rows_rejected: int = 0
     message: str = ""
     reason: str = ""
+    log: Path | None = None  # the stage process's log, when it ran here
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,7 @@ def _stage_facts(run: PipelineRun, run_dir: Path, status: dict[str, Any] | None)
                 rows_rejected=int(result.get("rows_rejected", (s or {}).get("rowsRejected", 0)) or 0),
                 message=str(result.get("message") or (s or {}).get("message") or ""),
                 reason=str(result.get("reason") or (s or {}).get("reason") or ""),
+                log=run_dir / name / "stage.log" if (run_dir / name / "stage.log").exists() else None,
             )
         )
     return facts

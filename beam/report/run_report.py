@@ -49,7 +49,7 @@ def render_run_report(facts: RunFacts, target: Path, now: datetime, run: Pipelin
     )
     page.title = f"PipelineRun {esc(facts.namespace)}/{esc(facts.name)} {badge(facts.phase)}"
     _overview(page, facts)
-    _stages(page, facts)
+    _stages(page, facts, target)
     _validation(page, facts, target)
     _rejects(page, facts)
     _kpis(page, facts)
@@ -71,7 +71,7 @@ def _overview(page: Page, facts: RunFacts) -> None:
     page.add(f'<section id="overview"><h2>Overview</h2>{cards(items)}{message}</section>')
 
 
-def _stages(page: Page, facts: RunFacts) -> None:
+def _stages(page: Page, facts: RunFacts, target: Path) -> None:
     rows = [
         [
             esc(s.name),
@@ -82,6 +82,7 @@ def _stages(page: Page, facts: RunFacts) -> None:
             f"{s.rows_rejected:,}",
             "-" if s.seconds is None else f"{s.seconds:.1f}",
             f'<span class="message">{esc(s.message)}</span>',
+            link(s.log, target, "log") if s.log else "",
         ]
         for s in facts.stages
     ]
@@ -90,7 +91,7 @@ def _stages(page: Page, facts: RunFacts) -> None:
         + page.chart(charts.stage_timeline(facts.stages), "timeline")
         + page.chart(charts.stage_rows(facts.stages), "stage-rows")
         + table(
-            ["stage", "state", "attempt", "rows in", "rows out", "rejected", "seconds", "message"],
+            ["stage", "state", "attempt", "rows in", "rows out", "rejected", "seconds", "message", ""],
             rows,
             numeric=(2, 3, 4, 5, 6),
         )

@@ -98,7 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     # The stage's folder keeps its result too (in a pod --result-file is the termination log): the
     # report reads every stage's from there.
     kept = (
-        StageContext(run, args.workdir.resolve(), started).stage_dir(args.stage) / "result.json"
+        args.workdir.resolve()
+        / "runs"
+        / run.metadata.namespace
+        / run.metadata.name
+        / args.stage
+        / "result.json"
         if run
         else None
     )
