@@ -129,12 +129,18 @@ def _write_result(path: Path | None, result: StageResult) -> None:
 
 
 def _write_report(run: PipelineRun, workdir: Path) -> str:
-    """The run report, written by the run's last stage (and by a failed one): its location, or "" when
-    it could not be written (a report never fails a stage)."""
+    """The run report, written by the run's last stage (and by a failed one) into the run's folder, and
+    copied under ``$DATAOPS_REPORT_URI`` (a gs:// prefix in production) when set: its location, or ""
+    when it could not be written (a report never fails a stage)."""
     try:
+        from beam.report.publish import REPORT_URI_ENV, publish
         from beam.report.run_report import write_run_report
 
-        return str(write_run_report(run, workdir))
+        written = write_run_report(run, workdir)
+        base = os.environ.get(REPORT_URI_ENV)
+        if not base:
+            return str(written)
+        return publish(written, run.metadata.namespace, run.metadata.name, base)
     except Exception as exc:
         log.warning("the run report could not be written: %s: %s", type(exc).__name__, exc)
         return ""
