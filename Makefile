@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 
 ## demo: the example PipelineRun, end to end, on the embedded defaults (DuckDB, local files, DirectRunner)
 demo: $(STAMP)
-	$(VENV)/bin/dataops run examples/inventory/pipelinerun.yaml --workdir $(WORKDIR)
+	$(VENV)/bin/dataops run examples/inventory/pipelinerun.yaml --workdir $(WORKDIR) --report
 	$(PY) examples/inventory/show.py --workdir $(WORKDIR)
 
 ## test: lint, types, the tools, the control plane and the browser the tests need (cached under ~/.cache/dataops), then every test

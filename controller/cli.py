@@ -201,6 +201,10 @@ def consolidate(
     lock_wait: Annotated[
         float, typer.Option(help="Seconds to wait while another cycle of this source runs")
     ] = 10.0,
+    report: Annotated[
+        bool,
+        typer.Option("--report", help="Then write the HTML report of the source's cycles (path on stderr)"),
+    ] = False,
 ) -> None:
     """Run one consolidation cycle: new rows merged into the target, the watermark moved with them."""
     import subprocess
@@ -219,7 +223,12 @@ def consolidate(
     ]
     if bus is not None:
         cmd += ["--bus", bus]
-    raise typer.Exit(subprocess.call(cmd))
+    code = subprocess.call(cmd)
+    if report and code in (0, 1):
+        written = _write_report(["consolidation", str(spec), "--workdir", str(workdir.resolve())])
+        if written:
+            err.print(f"report {written}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
 
 
 def _write_report(args: list[str], output: Path | None = None) -> str | None:
