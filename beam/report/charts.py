@@ -148,6 +148,9 @@ def kpi_chart(kpi: KpiTable, metric: str) -> go.Figure:
         )
         if not line:
             fig.update_xaxes(type="category")
+        elif pa.types.is_date(kpi.rows.schema.field(x_col).type):
+            days = len({r[x_col] for r in rows})
+            fig.update_xaxes(tickformat="%Y-%m-%d", **({"dtick": 86_400_000} if days <= 31 else {}))
     agg = next((m.agg for m in kpi.metrics if m.name == metric), "")
     fig.update_layout(
         **LAYOUT

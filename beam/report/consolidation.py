@@ -151,7 +151,7 @@ def write_consolidation_report(spec: Path, workdir: Path, output: Path | None = 
 
 
 def render_consolidation_report(name: str, target: str, cycles: list[Cycle], now: datetime) -> str:
-    page = Page(title=f"Consolidation {esc(name)}", subtitle=f"into {esc(target)}")
+    page = Page(title=f"Consolidation {name}", subtitle=f"into {esc(target)}")
     items = [
         ("cycles committed", f"{len(cycles):,}"),
         ("rows inserted", f"{sum(c.inserted for c in cycles):,}"),

@@ -67,8 +67,9 @@ def link(target: Path, page: Path, label: str) -> str:
 class Page:
     """An HTML page assembled section by section; each chart gets a stable id (``chart-<n>``)."""
 
-    def __init__(self, title: str, subtitle: str) -> None:
-        self.title = title
+    def __init__(self, title: str, subtitle: str, heading: str | None = None) -> None:
+        self.title = title  # text: the browser tab's
+        self.heading = heading or esc(title)  # markup: the page's
         self.subtitle = subtitle
         self.parts: list[str] = []
         self.charts = 0
@@ -97,7 +98,7 @@ class Page:
                 f"<style>{STYLE}</style>",
                 f'<script type="text/javascript">{get_plotlyjs()}</script>',
                 "</head><body>",
-                f"<header><h1>{self.title}</h1><div class='meta'>{self.subtitle}</div></header>",
+                f"<header><h1>{self.heading}</h1><div class='meta'>{self.subtitle}</div></header>",
                 "<main>",
                 *self.parts,
                 "</main>",

@@ -46,8 +46,8 @@ def render_run_report(facts: RunFacts, target: Path, now: datetime, run: Pipelin
     page = Page(
         title=f"PipelineRun {facts.namespace}/{facts.name}",
         subtitle=f"{source} · started {esc(when)}{esc(took)}",
+        heading=f"PipelineRun {esc(facts.namespace)}/{esc(facts.name)} {badge(facts.phase)}",
     )
-    page.title = f"PipelineRun {esc(facts.namespace)}/{esc(facts.name)} {badge(facts.phase)}"
     _overview(page, facts)
     _stages(page, facts, target)
     _validation(page, facts, target)
