@@ -126,6 +126,7 @@ def _validation(page: Page, facts: RunFacts, target: Path) -> None:
                     else ", ".join(e.sample[:10])
                     or (f"observed {e.observed_value}" if e.observed_value else "")
                 ),
+                _rows_link(facts, e.type, str(e.kwargs.get("column") or "")),
             ]
             for e in facts.expectations
         ]
@@ -137,11 +138,23 @@ def _validation(page: Page, facts: RunFacts, target: Path) -> None:
                 f" within spec.validate (onFailure: {esc(facts.on_failure)})</span>"
             )
         body = f"<p>{passed} of {len(facts.expectations)} expectations passed {verdict}</p>" + table(
-            ["expectation", "arguments", "result", "unexpected", "%", "sample values / observed"],
+            ["expectation", "arguments", "result", "unexpected", "%", "sample values / observed", "rows"],
             rows,
             numeric=(3, 4),
         )
     page.add(f'<section id="validation"><h2>Validation</h2>{body}{more}</section>')
+
+
+def _anchor(rule: str, column: str) -> str:
+    return "rejects-" + "".join(c if c.isalnum() else "-" for c in f"{rule}-{column}")
+
+
+def _rows_link(facts: RunFacts, rule: str, column: str) -> str:
+    """A link to the rejected rows of an expectation (row-level ones set rows aside), if any."""
+    found = next((r for r in facts.rejects if r.rule == rule and r.column == column), None)
+    if found is None:
+        return ""
+    return f'<a href="#{_anchor(rule, column)}">{found.rows:,} rejected</a>'
 
 
 def _rejects(page: Page, facts: RunFacts) -> None:
@@ -168,7 +181,8 @@ def _rejects(page: Page, facts: RunFacts) -> None:
         ]
         shown = f" (first {len(reason.samples)})" if reason.rows > len(reason.samples) else ""
         rows_text = "1 row" if reason.rows == 1 else f"{reason.rows:,} rows"
-        parts.append(f"<h3>{esc(title)}: {rows_text}{shown}</h3>")
+        anchor = _anchor(reason.rule, reason.column)
+        parts.append(f'<h3 id="{anchor}">{esc(title)}: {rows_text}{shown}</h3>')
         parts.append(table(["file:row", "value", "message", "row as read"], rows))
     parts.append("</section>")
     page.add("".join(parts))
