@@ -13,8 +13,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from beam.warehouse import open_warehouse
 from beam.warehouse.duckdb_warehouse import quote_ident, quote_table
@@ -178,31 +178,35 @@ def _expectations(run_dir: Path) -> tuple[list[ExpectationFact] | None, bool | N
 
 
 def _rejects(run_dir: Path) -> tuple[list[RejectReason], int]:
+    """Rejected rows per (rule, column) with the first few of each, and the rows rejected at all; asked
+    of DuckDB, so a run with a million rejects reads no more of them than it shows."""
     path = run_dir / "validate" / "rejects.parquet"
     if not path.exists():
         return [], 0
+    con = duckdb.connect()
     try:
-        rows = pq.read_table(path).to_pylist()
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise ReportInputError(f"{path}: not readable as parquet ({exc})") from None
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in rows:
-        groups.setdefault((r["rule"], r["column_name"] or ""), []).append(r)
-    reasons = [
-        RejectReason(
-            rule=rule,
-            column=column,
-            rows=len(found),
-            samples=[
-                {k: r.get(k) for k in ("file", "row_number", "value", "message", "line_text")}
-                for r in found[:SAMPLE_REJECTS]
-            ],
+        con.register("rejects", con.read_parquet(str(path)))
+        distinct = con.execute(
+            "SELECT count(*) FROM (SELECT DISTINCT file, row_number FROM rejects)"
+        ).fetchone()
+        found = con.execute(
+            "SELECT rule, coalesce(column_name, '') AS col, count(*) OVER w AS n, file, row_number, value,"
+            " message, line_text FROM rejects WINDOW w AS (PARTITION BY rule, coalesce(column_name, ''))"
+            " QUALIFY row_number() OVER (w ORDER BY file, row_number) <= ?"
+            " ORDER BY n DESC, rule, col, file, row_number",
+            [SAMPLE_REJECTS],
+        ).fetchall()
+    except duckdb.Error as exc:
+        raise ReportInputError(f"{path}: not readable as the rejects of a run ({exc})") from None
+    finally:
+        con.close()
+    reasons: dict[tuple[str, str], RejectReason] = {}
+    for rule, column, n, file, row, value, message, line in found:
+        reason = reasons.setdefault((rule, column), RejectReason(rule, column, int(n), []))
+        reason.samples.append(
+            {"file": file, "row_number": row, "value": value, "message": message, "line_text": line}
         )
-        for (rule, column), found in groups.items()
-    ]
-    reasons.sort(key=lambda r: (-r.rows, r.rule, r.column))
-    distinct = len({(r["file"], r["row_number"]) for r in rows})
-    return reasons, distinct
+    return list(reasons.values()), int(distinct[0]) if distinct else 0
 
 
 def _kpis(run: PipelineRun, workdir: Path) -> list[KpiTable]:
