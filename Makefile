@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 WORKDIR ?= work/demo
 
-.PHONY: demo demo-transactions test unit integration e2e controlplane lint fmt bench clean venv tools
+.PHONY: demo demo-transactions test unit integration e2e controlplane lint fmt bench clean venv tools browser
 
 venv: $(STAMP)
 
@@ -19,11 +19,11 @@ $(STAMP): pyproject.toml
 
 ## demo: the example PipelineRun, end to end, on the embedded defaults (DuckDB, local files, DirectRunner)
 demo: $(STAMP)
-	$(VENV)/bin/dataops run examples/inventory/pipelinerun.yaml --workdir $(WORKDIR)
+	$(VENV)/bin/dataops run examples/inventory/pipelinerun.yaml --workdir $(WORKDIR) --report
 	$(PY) examples/inventory/show.py --workdir $(WORKDIR)
 
-## test: lint, types, the tools and the control plane the tests need (cached under ~/.cache/dataops), then every test
-test: $(STAMP) lint tools controlplane
+## test: lint, types, the tools, the control plane and the browser the tests need (cached under ~/.cache/dataops), then every test
+test: $(STAMP) lint tools controlplane browser
 	$(PY) -m pytest -q
 
 ## controlplane: etcd, kube-apiserver, kube-controller-manager, kubectl, helm from the Go module proxy (once: minutes; then instant)
@@ -33,6 +33,10 @@ controlplane:
 ## e2e: the end-to-end tests on the real control plane alone
 e2e: $(STAMP) controlplane
 	$(PY) -m pytest -q -m controlplane
+
+## browser: Debian's chromium for the report's browser tests (apt-get, with sudo when not root; once)
+browser:
+	bash tests/report/browser.sh
 
 ## tools: checkov and hclfmt in their own cached venv (Terraform checks)
 tools:

@@ -1,6 +1,7 @@
 """``dataops``: the command line for people. The only module that prints.
 
-dataops run SPEC.yaml --workdir DIR [--output json]
+dataops run SPEC.yaml --workdir DIR [--output json] [--report]
+dataops report RUN_DIR_OR_SPEC --workdir DIR [--output FILE]
 """
 
 from __future__ import annotations
@@ -132,6 +133,8 @@ def _print_table(summary: dict[str, Any]) -> None:
     for t in summary["tables"]:
         out.print(f"  table {t['table']}  ({t['stage']})")
     out.print(f"  warehouse {summary['warehouse']}")
+    if summary.get("report"):
+        out.print(f"  report {summary['report']}", markup=False, highlight=False)
 
 
 @app.command()
@@ -142,6 +145,9 @@ def run(
         OutputFormat, typer.Option(help="text for people, json for programs")
     ] = OutputFormat.text,
     resume: Annotated[bool, typer.Option(help="Re-run a failed run from its failed stage")] = False,
+    report: Annotated[
+        bool, typer.Option("--report", help="Then write the run's HTML report and print where it is")
+    ] = False,
 ) -> None:
     """Run a PipelineRun locally: validate, load, transform, aggregate, on the embedded defaults."""
     try:
@@ -169,6 +175,10 @@ def run(
         local = LocalRun(run=pipeline_run, spec_path=spec.resolve(), workdir=workdir, on_event=progress)
         doc = local.execute(resume=resume)
     summary = _summary(doc, pipeline_run.metadata.name, pipeline_run.metadata.namespace, workdir)
+    if report:
+        written = _write_report(["run", summary["runDir"], "--workdir", str(workdir)])
+        if written:
+            summary["report"] = written
     if output == OutputFormat.json:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     else:
@@ -192,6 +202,10 @@ def consolidate(
     lock_wait: Annotated[
         float, typer.Option(help="Seconds to wait while another cycle of this source runs")
     ] = 10.0,
+    report: Annotated[
+        bool,
+        typer.Option("--report", help="Then write the HTML report of the source's cycles (path on stderr)"),
+    ] = False,
 ) -> None:
     """Run one consolidation cycle: new rows merged into the target, the watermark moved with them."""
     import subprocess
@@ -210,7 +224,80 @@ def consolidate(
     ]
     if bus is not None:
         cmd += ["--bus", bus]
-    raise typer.Exit(subprocess.call(cmd))
+    code = subprocess.call(cmd)
+    if report and code in (0, 1):
+        written = _write_report(["consolidation", str(spec), "--workdir", str(workdir.resolve())])
+        if written:
+            err.print(f"report {written}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _write_report(args: list[str], output: Path | None = None) -> str | None:
+    """``python -m beam.report ARGS``: the report's path, or None (the reason is printed) when it failed."""
+    import subprocess
+
+    from controller.local import _child_env
+
+    cmd = [sys.executable, "-m", "beam.report", *args] + (["--output", str(output)] if output else [])
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=_child_env())
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines()
+        message = lines[-1] if lines else f"the report failed (exit {proc.returncode})"
+        err.print(message, markup=False, highlight=False, soft_wrap=True)
+        return None
+    return str(json.loads(proc.stdout.strip().splitlines()[-1])["report"])
+
+
+@app.command()
+def report(
+    target: Annotated[
+        Path,
+        typer.Argument(
+            metavar="RUN_DIR_OR_SPEC",
+            help="A run's folder (<workdir>/runs/<namespace>/<name>), its PipelineRun YAML, "
+            "or an IngestionSource YAML (its consolidation cycles)",
+        ),
+    ],
+    workdir: Annotated[Path, typer.Option(help="The workdir the run used")] = Path("work"),
+    output_file: Annotated[
+        Path | None, typer.Option("--output", help="The HTML file (default: report.html in the run's folder)")
+    ] = None,
+) -> None:
+    """Write one self-contained HTML report of a run (stages, validation, rejects, KPI charts), or of
+    a consolidation's cycles, and print where it is."""
+    workdir = workdir.resolve()
+    if target.is_dir():
+        args = ["run", str(target.resolve()), "--workdir", str(workdir)]
+    else:
+        kind, name, namespace = _kind_of(target)
+        if kind == "PipelineRun":
+            args = ["run", str(workdir / "runs" / namespace / name), "--workdir", str(workdir)]
+        elif kind == "IngestionSource":
+            args = ["consolidation", str(target.resolve()), "--workdir", str(workdir)]
+        else:
+            err.print(
+                f"{target}: neither a run folder nor a PipelineRun or IngestionSource file", markup=False
+            )
+            raise typer.Exit(2)
+    written = _write_report(args, output_file.resolve() if output_file else None)
+    if written is None:
+        raise typer.Exit(2)
+    out.print(written, markup=False, highlight=False)
+
+
+def _kind_of(path: Path) -> tuple[str, str, str]:
+    """(kind, name, namespace) of the first document of a YAML file; ("", "", "") if it has none."""
+    import yaml
+
+    try:
+        docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if isinstance(d, dict)]
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        err.print(f"{path}: cannot read: {exc}", markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    for doc in docs:
+        meta = doc.get("metadata") or {}
+        return str(doc.get("kind", "")), str(meta.get("name", "")), str(meta.get("namespace") or "default")
+    return "", "", ""
 
 
 @app.command("replay-rejects")
@@ -254,7 +341,7 @@ def replay_rejects(
     shutil.copytree(export, frozen, dirs_exist_ok=True)
     doc["spec"]["source"]["uri"] = str(frozen / "*.csv")
     spec_path.write_text(json.dumps(doc, indent=2), encoding="utf-8")
-    run(spec_path, workdir=workdir, output=output, resume=False)
+    run(spec_path, workdir=workdir, output=output, resume=False, report=False)
 
 
 def main() -> None:

@@ -199,6 +199,7 @@ def _outcome_of(start: StartStage, code: int | None, result_file: Path, log_path
             message=result.get("message", ""),
             rows=rows,
             tables=tuple(result.get("tables", ())),
+            report=str(result.get("report") or ""),
         )
     failed: OutcomeKind = "bad_input" if code == EXIT_BAD_INPUT else "app"
     return Outcome(
@@ -208,6 +209,7 @@ def _outcome_of(start: StartStage, code: int | None, result_file: Path, log_path
         message=result.get("message", ""),
         reason=result.get("reason", ""),
         rows=rows,
+        report=str(result.get("report") or ""),
     )
 
 

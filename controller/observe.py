@@ -112,6 +112,7 @@ def outcome_of(
             message=str(result.get("message", "")),
             rows=_rows(result),
             tables=tuple(result.get("tables", ())),
+            report=str(result.get("report") or ""),
         )
     failed = (
         conds.get("Failed", {}).get("status") == "True"
@@ -135,6 +136,7 @@ def outcome_of(
                 message=message,
                 reason=str(result.get("reason") or "BadInput"),
                 rows=_rows(result),
+                report=str(result.get("report") or ""),
             )
         if code in (137, 143) and not result:
             return Outcome(
@@ -147,6 +149,7 @@ def outcome_of(
             message=message,
             reason=str(result.get("reason") or "StageFailed"),
             rows=_rows(result),
+            report=str(result.get("report") or ""),
         )
     if failed:
         reason = conds.get("Failed", {}).get("reason", "")

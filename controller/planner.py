@@ -56,6 +56,7 @@ class RunStatus:
     completion_time: datetime | None = None
     reason: str = ""
     message: str = ""
+    report: str = ""  # where the run report is (a path in the workdir, a gs:// object)
 
     def stage(self, name: str) -> StageStatus | None:
         return next((s for s in self.stages if s.name == name), None)
@@ -80,6 +81,7 @@ class Outcome:
     reason: str = ""
     rows: StageRows = field(default_factory=StageRows)
     tables: tuple[str, ...] = ()
+    report: str = ""  # the run report the attempt wrote, if it wrote one
 
 
 @dataclass(frozen=True)
@@ -146,7 +148,8 @@ def plan(spec: PipelineRunSpec, status: RunStatus, observed: dict[str, Outcome],
         if st.state == "Running" and outcome is not None and outcome.attempt == st.attempt:
             stages[i], events = _apply_outcome(spec, st, outcome, now)
             actions.extend(events)
-    status = replace(status, stages=tuple(stages))
+    report = next((o.report for o in observed.values() if o.report), status.report)
+    status = replace(status, stages=tuple(stages), report=report)
 
     if spec.cancel:
         return _finish(
@@ -344,5 +347,6 @@ def _finish(
     done = replace(
         status, phase=phase, reason=reason, message=message, completion_time=now, stages=tuple(stages)
     )
-    actions.append(RecordEvent("Normal" if phase == "Succeeded" else "Warning", phase, message))
+    shown = f"{message}; report: {status.report}" if status.report else message
+    actions.append(RecordEvent("Normal" if phase == "Succeeded" else "Warning", phase, shown))
     return Plan(done, tuple(actions))

@@ -117,6 +117,7 @@ def to_dict(
             "completionTime": _ts(status.completion_time),
             "durationSeconds": _duration(status.start_time, status.completion_time),
             "rows": rows_out,
+            "report": status.report or None,
             "stages": [stage_to_dict(s) for s in status.stages],
             "conditions": conditions(status, generation, now, (previous or {}).get("conditions")),
         }
@@ -133,4 +134,5 @@ def from_dict(d: dict[str, Any] | None) -> RunStatus:
         completion_time=_parse_ts(d.get("completionTime")),
         reason=d.get("reason", ""),
         message=d.get("message", ""),
+        report=str(d.get("report") or ""),
     )

@@ -18,7 +18,7 @@ from pathlib import Path
 from beam.stages.context import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, StageContext, StageFailed, StageResult
 from controller.spec import PipelineRun, SpecError
 from controller.spec_check import load_checked, load_checked_text
-from controller.stages import STAGES
+from controller.stages import STAGES, stages_of
 
 log = logging.getLogger("dataops.stage")
 
@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     started = args.started_at or datetime.now(UTC).isoformat(timespec="seconds")
     result = StageResult(stage=args.stage)
     code = EXIT_OK
+    run: PipelineRun | None = None
+    begun = datetime.now(UTC)
     try:
         run = _load_run(args.spec)
         ctx = StageContext(
@@ -92,12 +94,56 @@ def main(argv: list[str] | None = None) -> int:
             message=f"{type(exc).__name__}: {exc} (traceback in {trace})",
         )
         code = EXIT_FAILED
-    if args.result_file:
-        args.result_file.parent.mkdir(parents=True, exist_ok=True)
-        args.result_file.write_text(result.to_json(), encoding="utf-8")
+    result.timing = {"start": _iso(begun), "end": _iso(datetime.now(UTC))}
+    # The stage's folder keeps its result too (in a pod --result-file is the termination log): the
+    # report reads every stage's from there.
+    kept = (
+        args.workdir.resolve()
+        / "runs"
+        / run.metadata.namespace
+        / run.metadata.name
+        / args.stage
+        / "result.json"
+        if run
+        else None
+    )
+    for path in {p for p in (args.result_file, kept) if p is not None}:
+        _write_result(path, result)
+    if run is not None and (code != EXIT_OK or args.stage == stages_of(run.spec)[-1]):
+        result.report = _write_report(run, args.workdir.resolve())
+        for path in {p for p in (args.result_file, kept) if p is not None}:
+            _write_result(path, result)
     if code != EXIT_OK:
         log.error("stage %s failed: %s", args.stage, result.message)
     return code
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _write_result(path: Path | None, result: StageResult) -> None:
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(result.to_json(), encoding="utf-8")
+
+
+def _write_report(run: PipelineRun, workdir: Path) -> str:
+    """The run report, written by the run's last stage (and by a failed one) into the run's folder, and
+    copied under ``$DATAOPS_REPORT_URI`` (a gs:// prefix in production) when set: its location, or ""
+    when it could not be written (a report never fails a stage)."""
+    try:
+        from beam.report.publish import REPORT_URI_ENV, publish
+        from beam.report.run_report import write_run_report
+
+        written = write_run_report(run, workdir)
+        base = os.environ.get(REPORT_URI_ENV)
+        if not base:
+            return str(written)
+        return publish(written, run.metadata.namespace, run.metadata.name, base)
+    except Exception as exc:
+        log.warning("the run report could not be written: %s: %s", type(exc).__name__, exc)
+        return ""
 
 
 if __name__ == "__main__":

@@ -69,6 +69,8 @@ class StageResult:
     tables: list[str] = field(default_factory=list)
     artifacts: dict[str, str] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
+    timing: dict[str, str] = field(default_factory=dict)  # start, end: ISO 8601 UTC
+    report: str = ""  # the run report's location, set by the run's last stage (or a failed one)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, default=str)

@@ -1,7 +1,9 @@
 """Validate: read and type the source, run its Great Expectations suite, set bad rows aside.
 
 Writes, under the run's ``validate/`` folder: ``validated.parquet`` (the rows that passed, for the load
-stage), ``rejects.parquet``, ``ge_result.json`` (Great Expectations' own result) and ``summary.txt``;
+stage), ``rejects.parquet``, ``ge_result.json`` (Great Expectations' own result), ``expectations.json`` (each
+expectation: pass/fail, unexpected count and sample), ``data_docs.html`` (GE's own Data Docs page of the
+result, when the spec has expectations) and ``summary.txt``;
 and the rejects table ``<dataset>.<table>_rejects`` next to the raw table, with the row's file, number,
 column, rule, value, message and original text. Nothing is loaded into the raw table here.
 """
@@ -9,7 +11,9 @@ column, rule, value, message and original text. Nothing is loaded into the raw t
 from __future__ import annotations
 
 import json
+import logging
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,7 +35,11 @@ from beam.warehouse import LineageRecord, open_warehouse
 if TYPE_CHECKING:
     from beam.validation.expectations import ValidationOutcome
 
+log = logging.getLogger("dataops.validate")
+
 VALIDATED = "validated.parquet"
+EXPECTATIONS = "expectations.json"
+DATA_DOCS = "data_docs.html"
 EXPORT_DIR = "rejects-export"
 REJECTS = "rejects.parquet"
 SHOWN_REJECTS = 5
@@ -239,6 +247,7 @@ def _write_artifacts(
         else {"success": True, "results": [], "statistics": {"evaluated_expectations": 0}}
     )
     _atomic_text(json.dumps(ge, indent=2, default=str), out_dir / "ge_result.json")
+    _write_expectations(out_dir, outcome)
     lines = [
         f"run {ctx.name}: {read.rows_total} rows read from {len(read.files)} file(s)",
         f"rejected rows: {_count_bad_rows(rejects)} ({percent:.2f}%)",
@@ -253,6 +262,26 @@ def _write_artifacts(
     if outcome is not None:
         lines += ["", outcome.summary()]
     _atomic_text("\n".join(lines) + "\n", out_dir / "summary.txt")
+
+
+def _write_expectations(out_dir: Path, outcome: ValidationOutcome | None) -> None:
+    """Each expectation's verdict in a plain shape (the run report reads it), and GE's Data Docs page."""
+    doc = {
+        "success": outcome.success if outcome else True,
+        "expectations": [asdict(e) for e in outcome.expectations] if outcome else [],
+    }
+    _atomic_text(json.dumps(doc, indent=2, default=str), out_dir / EXPECTATIONS)
+    (out_dir / DATA_DOCS).unlink(missing_ok=True)
+    if outcome is None:
+        return
+    from beam.validation.data_docs import render_data_docs
+
+    try:
+        page = render_data_docs(outcome.ge_result)
+    except Exception as exc:  # GE's renderer is a nicety: its failure never fails the validation
+        log.warning("Great Expectations could not render its Data Docs page: %s: %s", type(exc).__name__, exc)
+        return
+    _atomic_text(page, out_dir / DATA_DOCS)
 
 
 def _write_rejects_export(out_dir: Path, rejects: pa.Table, read: CsvRead) -> None:
