@@ -14,6 +14,7 @@ from beam.bus.embedded import EmbeddedQueue
 from beam.bus.port import (
     DEFAULT_ACK_DEADLINE_SECONDS,
     BusError,
+    BusRefused,
     MessageBus,
     OutgoingMessage,
     ReceivedMessage,
@@ -39,6 +40,7 @@ __all__ = [
     "BUS_KINDS",
     "DEFAULT_ACK_DEADLINE_SECONDS",
     "BusError",
+    "BusRefused",
     "EmbeddedQueue",
     "MessageBus",
     "OutgoingMessage",
