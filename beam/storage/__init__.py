@@ -139,7 +139,11 @@ def read_bytes(uri: str) -> bytes:
 
 def upload_tree(folder: Path, uri: str) -> list[str]:
     """Every file under ``folder`` to the same relative names under ``uri`` (a folder or gs:// prefix)."""
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    return upload_files(folder, sorted(p for p in folder.rglob("*") if p.is_file()), uri)
+
+
+def upload_files(folder: Path, files: list[Path], uri: str) -> list[str]:
+    """``files`` (under ``folder``) to the same relative names under ``uri``; the URIs written."""
     if is_gcs(uri):
         from beam.storage.gcs import GcsStore
 
@@ -203,5 +207,6 @@ __all__ = [
     "parse_gcs_uri",
     "read_bytes",
     "stage_files",
+    "upload_files",
     "upload_tree",
 ]
