@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     run: PipelineRun | None = None
     try:
         run = _load_run(args.spec)
+        log.info("stage %s of %s: %s", args.stage, run.metadata.name, _adapters(run, args.workdir))
         workdir.pull(run.metadata.namespace, run.metadata.name)
         ctx = StageContext(
             run=run,
@@ -109,6 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     if code != EXIT_OK:
         log.error("stage %s failed: %s", args.stage, result.message)
     return code
+
+
+def _adapters(run: PipelineRun, workdir: str) -> str:
+    from beam.adapters import adapters_for
+
+    return adapters_for(run.spec, workdir, os.environ).describe()
 
 
 def _push(

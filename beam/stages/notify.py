@@ -1,7 +1,8 @@
 """The seed's success/error topics: after validation, one message per validated file.
 
-``spec.validate.notify.successTopic`` gets a message for each file of a run whose validation passed,
-``errorTopic`` one for each file of a run whose validation failed (a run loads all its files or none,
+``spec.validate.notify.successTopic`` (else ``$DATAOPS_TOPIC_VALIDATION_SUCCESS``, which the Helm chart
+sets from ``gcp.topics``) gets a message for each file of a run whose validation passed,
+``errorTopic`` (else ``$DATAOPS_TOPIC_VALIDATION_ERROR``) one for each file of a run whose validation failed (a run loads all its files or none,
 so the run's outcome decides the topic; the counts are the file's own). Each message carries the
 summary twice: as attributes (``run``, ``namespace``, ``file``, ``generation``, ``outcome``,
 ``rowsIn``, ``rowsOut``, ``rowsRejected``, ``reason``), for subscription filters and alert policies,
@@ -15,10 +16,12 @@ created on first use with a subscription of the same name to read it from.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from beam.adapters import adapters_for
 from beam.bus import DEFAULT_ACK_DEADLINE_SECONDS, EmbeddedQueue, MessageBus, OutgoingMessage, open_bus
 from beam.stages.context import StageContext
 
@@ -78,11 +81,10 @@ def build_messages(
     return out
 
 
-def topic_for(ctx: StageContext, outcome: str) -> str | None:
-    notify = ctx.run.spec.validate_.notify
-    if notify is None:
-        return None
-    return notify.success_topic if outcome == SUCCESS else notify.error_topic
+def topic_for(ctx: StageContext, outcome: str, env: Mapping[str, str]) -> str | None:
+    """``spec.validate.notify``'s topic for the outcome, else the environment's (Helm's gcp.topics)."""
+    chosen = adapters_for(ctx.run.spec, str(ctx.workdir), env)
+    return chosen.success_topic if outcome == SUCCESS else chosen.error_topic
 
 
 def publish_outcome(
@@ -95,7 +97,8 @@ def publish_outcome(
 ) -> str | None:
     """Publish the run's per-file messages on its success or error topic; the topic, or None when the
     spec names none. Raises :class:`~beam.bus.BusError` (``BusRefused`` for a missing topic or role)."""
-    topic = topic_for(ctx, outcome)
+    env = os.environ if env is None else env
+    topic = topic_for(ctx, outcome, env)
     if topic is None or not files:
         return None
     bus: MessageBus = open_bus(ctx.workdir, env=env)
