@@ -181,8 +181,12 @@ async def discover_files(
     active = [r for r in runs if (r.get("status") or {}).get("phase") not in TERMINAL_PHASES]
     created = 0
     listed_now = False
+    problem = None
     if not spec.suspend:
-        notified = await _notified(spec, settings)
+        try:
+            notified = await _notified(spec, settings)
+        except ListingError as exc:  # the listing goes on without them: named in the status and an Event
+            notified, problem = None, str(exc)
         listed: set[ObjectVersion] = set()
         if listing_due(spec, previous, now):
             found = await asyncio.to_thread(list_objects, spec.files.prefix, spec.files.pattern)
@@ -211,6 +215,8 @@ async def discover_files(
     }
     if watermark is not None:
         status["watermark"] = {"generation": str(watermark[0]), "uri": watermark[1]}
+    if problem is not None:
+        status["notificationProblem"] = problem[:1000]
     return status
 
 

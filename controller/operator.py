@@ -209,6 +209,14 @@ async def reconcile_source(rt: Runtime, body: dict[str, Any]) -> dict[str, Any]:
     return status
 
 
+def _report_notifications(body: dict[str, Any], files: dict[str, Any]) -> None:
+    """A Warning Event when the notifications of a source start failing, or fail differently."""
+    problem = files.get("notificationProblem")
+    before = ((body.get("status") or {}).get("files") or {}).get("notificationProblem")
+    if problem and problem != before:
+        kopf.event(kopf.Body(body), type="Warning", reason="NotificationsFailed", message=problem)  # type: ignore[arg-type]
+
+
 def _same_status(body: dict[str, Any], update: dict[str, Any]) -> bool:
     """Whether the status already says all of ``update`` (then no patch: notification polls are frequent)."""
     status = body.get("status") or {}
@@ -235,6 +243,7 @@ async def source_loop(rt: Runtime, body: Any, stopped: Any) -> None:
                     update["files"] = await ingestion.discover_files(
                         fresh, spec, rt.kube, rt.clock(), rt.settings
                     )
+                    _report_notifications(fresh, update["files"])
                 if spec.consolidation is not None:
                     cycle = await ingestion.last_cycle(rt.kube, body.metadata.namespace, body.metadata.name)
                     if cycle:

@@ -213,10 +213,13 @@ async def test_objects_outside_the_prefix_or_pattern_make_no_run(gcs_server: Gcs
     ]
 
 
-async def test_a_missing_subscription_is_named(gcs_server: GcsServer, kube: Kube) -> None:
-    from controller.objects import ListingError
-
+async def test_a_missing_subscription_is_named_and_the_listing_still_runs_new_files(
+    gcs_server: GcsServer, kube: Kube
+) -> None:
     landing = Landing(gcs_server, subscribe=False)
+    landing.drop("in/items.csv")
 
-    with pytest.raises(ListingError, match=f"subscriptions/{landing.subscription} does not exist"):
-        await landing.discover(kube, listing=False)
+    status = await landing.discover(kube, listing=True)
+
+    assert f"subscriptions/{landing.subscription} does not exist" in status["notificationProblem"]
+    assert len(await source_runs(kube)) == 1
