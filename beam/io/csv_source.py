@@ -13,6 +13,7 @@ import csv
 import gzip
 import io
 import re
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -378,6 +379,7 @@ class CsvSource:
         if self.con is not None:
             self.con.close()
             self.con = None
+        shutil.rmtree(self.tmpdir / "objects", ignore_errors=True)  # downloaded copies of gs:// objects
 
     def read(self) -> CsvRead:
         """Every file of the source into one typed table and one table of rejects."""

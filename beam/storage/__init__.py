@@ -126,17 +126,6 @@ def stage_files(uri: str, tmpdir: Path) -> list[StagedFile]:
     return staged
 
 
-def read_bytes(uri: str) -> bytes:
-    if is_gcs(uri):
-        from beam.storage.gcs import GcsStore
-
-        return GcsStore().read_bytes(parse_gcs_uri(uri))
-    try:
-        return local_path(uri).read_bytes()
-    except OSError as exc:
-        raise StorageError(f"{uri}: cannot be read: {exc.strerror}") from None
-
-
 def upload_tree(folder: Path, uri: str) -> list[str]:
     """Every file under ``folder`` to the same relative names under ``uri`` (a folder or gs:// prefix)."""
     return upload_files(folder, sorted(p for p in folder.rglob("*") if p.is_file()), uri)
@@ -205,7 +194,6 @@ __all__ = [
     "expand_local",
     "is_gcs",
     "parse_gcs_uri",
-    "read_bytes",
     "stage_files",
     "upload_files",
     "upload_tree",

@@ -90,23 +90,10 @@ class GcsStore:
         tmp.replace(dest)
         return generation
 
-    def read_bytes(self, ref: GcsUri) -> bytes:
-        uri = str(ref)
-        blob = self.client.bucket(ref.bucket).blob(ref.name, generation=ref.generation)
-        with _calling(uri, READ_ROLE, "read the object"):
-            return bytes(blob.download_as_bytes(retry=RETRY))
-
     def upload(self, path: Path, ref: GcsUri) -> int:
         """``path`` as the object ``ref`` (replacing it); the generation written."""
         uri = ref.unpinned
         blob = self.client.bucket(ref.bucket).blob(ref.name)
         with _calling(uri, WRITE_ROLE, "write the object"):
             blob.upload_from_filename(str(path), retry=RETRY)
-        return int(blob.generation or 0)
-
-    def upload_bytes(self, data: bytes, ref: GcsUri, content_type: str = "application/octet-stream") -> int:
-        uri = ref.unpinned
-        blob = self.client.bucket(ref.bucket).blob(ref.name)
-        with _calling(uri, WRITE_ROLE, "write the object"):
-            blob.upload_from_string(data, content_type=content_type, retry=RETRY)
         return int(blob.generation or 0)

@@ -4,7 +4,7 @@ A stage works on local files. With a ``gs://`` workdir, the stage runs in a loca
 (``$DATAOPS_SCRATCH``, else a fresh folder under the temp dir: the pod's ``/tmp`` emptyDir):
 before it starts, the run's folder ``runs/<namespace>/<name>/`` is downloaded from the bucket (what
 earlier stages wrote: validated rows, rejects, reports); when it ends, succeeded or not, the files it
-created or changed there are uploaded back. The warehouse is not part of it: with a bucket workdir the
+created or changed there are uploaded back (not its working copies under ``tmp/``). The warehouse is not part of it: with a bucket workdir the
 warehouse adapter decides where tables live (BigQuery in the cluster); the embedded DuckDB file stays
 in the scratch folder.
 """
@@ -25,6 +25,11 @@ def _snapshot(folder: Path) -> dict[Path, tuple[int, int]]:
     if not folder.is_dir():
         return {}
     return {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in folder.rglob("*") if p.is_file()}
+
+
+def _scratch_only(rel: Path) -> bool:
+    """Working copies a stage keeps to itself (downloaded sources, decoded copies, partial writes)."""
+    return "tmp" in rel.parts[:-1] or rel.name.endswith((".tmp", ".part"))
 
 
 @dataclass
@@ -64,7 +69,7 @@ class StageWorkdir:
         changed = [
             p
             for p, sig in _snapshot(folder).items()
-            if self._before.get(p) != sig and not p.name.endswith((".tmp", ".part"))
+            if self._before.get(p) != sig and not _scratch_only(p.relative_to(folder))
         ]
         return upload_files(folder, sorted(changed), f"{self.remote}/{rel}")
 

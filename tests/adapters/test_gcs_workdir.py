@@ -64,6 +64,7 @@ def test_run_files_go_to_the_bucket_and_the_next_stage_reads_them_there(
         "work/runs/default/run/validate/summary.txt",
         "work/runs/default/run/validate/rejects-reasons.csv",
     } <= names
+    assert not [n for n in names if "/tmp/" in n]  # working copies stay in the pod
     validated = json.loads((tmp_path / "validate.json").read_text())
     assert validated["artifacts"]["report"] == f"{workdir}/runs/default/run/validate/summary.txt"
     assert query(scratch, "SELECT sku, qty FROM raw.items") == [("A1", 3)]
