@@ -565,6 +565,12 @@ class FilesWatch(Model):
         description="How often the prefix is listed (the fallback to notifications).",
     )
 
+    @model_validator(mode="after")
+    def _notifications_need_a_bucket(self) -> FilesWatch:
+        if self.notifications is not None and not self.prefix.startswith("gs://"):
+            raise ValueError("notifications need a gs:// prefix (a bucket's object notifications)")
+        return self
+
 
 class TableRef(Model):
     table: str

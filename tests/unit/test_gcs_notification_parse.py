@@ -68,3 +68,19 @@ def test_a_bucket_object_run_reads_the_generation_it_is_named_for() -> None:
 
     assert run["spec"]["source"]["uri"] == "gs://landing/in/a.csv#17"
     assert run["metadata"]["name"] == again["metadata"]["name"] != newer["metadata"]["name"]
+
+
+def test_notifications_on_a_local_folder_are_a_spec_error() -> None:
+    from controller.ingestion import parse_source_spec
+
+    body = {
+        "spec": {
+            "files": {
+                "prefix": "/data/drop",
+                "notifications": {"subscription": "drops"},
+                "template": {"source": {"columns": [{"name": "id"}]}, "load": {"table": "raw.items"}},
+            }
+        }
+    }
+
+    assert "notifications need a gs:// prefix" in str(parse_source_spec(body))
