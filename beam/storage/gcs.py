@@ -23,6 +23,7 @@ from beam.storage import GcsUri, StorageError
 
 READ_ROLE = "roles/storage.objectViewer"
 WRITE_ROLE = "roles/storage.objectCreator"
+REPLACE_NOTE = " (roles/storage.objectUser to replace objects, as a stage run again does)"
 RETRY = DEFAULT_RETRY.with_timeout(300.0)
 """429, 5xx and dropped connections: retried with exponential backoff for up to five minutes."""
 
@@ -36,8 +37,9 @@ def explain(exc: Exception, uri: str, role: str, action: str) -> StorageError:
             return StorageError(f"{uri}: bucket {bucket!r} does not exist")
         return StorageError(f"{uri}: no such object (or bucket {bucket!r} does not exist)")
     if isinstance(exc, gexc.Forbidden | gexc.Unauthorized):
+        note = REPLACE_NOTE if role == WRITE_ROLE else ""
         return StorageError(
-            f"{uri}: permission denied to {action}: grant {role} on bucket {bucket!r} to the"
+            f"{uri}: permission denied to {action}: grant {role} on bucket {bucket!r}{note} to the"
             " service account the stage runs as (Workload Identity)"
         )
     if isinstance(exc, gexc.TooManyRequests):

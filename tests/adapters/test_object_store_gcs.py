@@ -111,6 +111,11 @@ class _Refusing(BaseHTTPRequestHandler):
         else:  # the bucket
             self._send(200, json.dumps({"name": "landing"}).encode(), "application/json")
 
+    def do_POST(self) -> None:  # uploads
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        status, body = self.answers[-1]
+        self._send(status, json.dumps(body).encode(), "application/json")
+
     def _send(self, status: int, data: bytes, content_type: str) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
@@ -168,3 +173,19 @@ def test_a_rate_limited_read_is_retried_with_backoff(refusing_gcs: type[_Refusin
     staged = stage_files("gs://landing/in/items.csv", tmp_path)
 
     assert (staged[0].generation, Path(staged[0].path).read_text()) == (7, "id\n1\n")
+
+
+def test_a_refused_write_names_the_missing_role_and_the_bucket(
+    refusing_gcs: type[_Refusing], tmp_path: Path
+) -> None:
+    refusing_gcs.answers.append((403, _error(403, "does not have storage.objects.create access")))
+    (tmp_path / "summary.txt").write_text("ok\n")
+
+    with pytest.raises(StorageError) as info:
+        upload_tree(tmp_path, "gs://staging/work/runs/default/r1")
+
+    assert str(info.value) == (
+        "gs://staging/work/runs/default/r1/summary.txt: permission denied to write the object: grant"
+        " roles/storage.objectCreator on bucket 'staging' (roles/storage.objectUser to replace objects, as a"
+        " stage run again does) to the service account the stage runs as (Workload Identity)"
+    )
