@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import query, run_cli, write_spec
+from tests.conftest import ROOT, query, run_cli, write_spec
 from tests.emulators import GcsServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -171,3 +171,13 @@ def test_a_missing_gs_object_fails_naming_its_uri(
     assert f"{gone}: no such object" in result.summary["message"]
     messages = pull(gcs_server.project, topics["error"])
     assert [m.attributes["file"] for m in messages] == [gone]
+
+
+def test_a_local_run_refuses_a_bucket_workdir_saying_where_it_belongs(tmp_path: Path) -> None:
+    spec_file = write_spec(tmp_path, spec("gs://landing/in/items.csv", {"success": "ok", "error": "bad"}))
+
+    result = run_cli("run", str(spec_file), "--workdir", "gs://staging/work")
+
+    assert result.code == 2
+    assert "gs://bucket/prefix workdirs are for stage pods" in " ".join(result.stderr.split())
+    assert not (ROOT / "gs:").exists()
