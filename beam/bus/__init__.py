@@ -33,7 +33,7 @@ def open_bus(workdir: Path, kind: str | None = None, env: Mapping[str, str] | No
         from beam.bus.pubsub import PubSubBus, project_from_env
 
         return PubSubBus(project_from_env(env))
-    raise BusError(f"unknown bus {chosen!r}: use one of {', '.join(BUS_KINDS)} (DATAOPS_BUS or --bus)")
+    raise BusRefused(f"unknown bus {chosen!r}: use one of {', '.join(BUS_KINDS)} (DATAOPS_BUS or --bus)")
 
 
 __all__ = [

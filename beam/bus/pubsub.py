@@ -36,7 +36,7 @@ def project_from_env(env: Mapping[str, str]) -> str:
             return env[name]
     if env.get("PUBSUB_EMULATOR_HOST"):
         return EMULATOR_PROJECT
-    raise BusError("no Pub/Sub project: set GOOGLE_CLOUD_PROJECT (or PUBSUB_PROJECT_ID)")
+    raise BusRefused("no Pub/Sub project: set GOOGLE_CLOUD_PROJECT (or PUBSUB_PROJECT_ID)")
 
 
 class PubSubBus:
