@@ -149,7 +149,7 @@ async def _notified(spec: IngestionSourceSpec, settings: Settings | None) -> Not
     project = settings.pubsub_project if settings else None
     if not project:
         raise ListingError(
-            "spec.files.notifications: no Pub/Sub project: set DATAOPS_PUBSUB_PROJECT (Helm: gcp.project)"
+            "spec.files.notifications: no Pub/Sub project: set DATAOPS_PUBSUB_PROJECT (Helm: gcp.projectId)"
         )
     from controller import gcs
 
