@@ -223,3 +223,29 @@ async def test_a_missing_subscription_is_named_and_the_listing_still_runs_new_fi
 
     assert f"subscriptions/{landing.subscription} does not exist" in status["notificationProblem"]
     assert len(await source_runs(kube)) == 1
+
+
+async def test_a_notification_left_for_lack_of_room_comes_back_and_is_run_later(
+    gcs_server: GcsServer, kube: Kube
+) -> None:
+    landing = Landing(gcs_server)
+    landing.body["spec"]["files"]["maxConcurrentRuns"] = 1
+    spec = parse_source_spec(landing.body)
+    assert isinstance(spec, IngestionSourceSpec)
+    landing.spec = spec
+    landing.drop("in/a.csv")
+    landing.drop("in/b.csv")
+
+    async def one_run() -> bool:
+        return len(await source_runs(kube)) == 1
+
+    async def two_runs() -> bool:
+        return len(await source_runs(kube)) == 2
+
+    await poll_until(lambda: landing.discover(kube, listing=False), one_run)
+    first = (await source_runs(kube))[0]["metadata"]["name"]
+    await kube.patch_status("PipelineRun", first, "default", {"phase": "Succeeded"})
+    await poll_until(lambda: landing.discover(kube, listing=False), two_runs)
+
+    uris = sorted(r["metadata"]["annotations"]["dataops.io/object-uri"] for r in await source_runs(kube))
+    assert uris == [landing.uri("in/a.csv"), landing.uri("in/b.csv")]
