@@ -150,6 +150,13 @@ def run(
     ] = False,
 ) -> None:
     """Run a PipelineRun locally: validate, load, transform, aggregate, on the embedded defaults."""
+    if str(workdir).startswith("gs:"):  # Path() has already folded gs:// into gs:/
+        err.print(
+            "--workdir: a local run keeps its workdir on this machine (its warehouse is a DuckDB file);"
+            " gs://bucket/prefix workdirs are for stage pods (Helm worker.workdir). Sources may be gs:// URIs.",
+            markup=False,
+        )
+        raise typer.Exit(2)
     try:
         pipeline_run = load_checked(spec)
     except SpecError as exc:

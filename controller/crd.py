@@ -153,6 +153,12 @@ def ingestionsource_crd() -> dict[str, Any]:
             "message": "an IngestionSource needs spec.files, spec.consolidation, or both",
         },
     ]
+    spec["properties"]["files"]["x-kubernetes-validations"] = [
+        {
+            "rule": "!has(self.notifications) || self.prefix.startsWith('gs://')",
+            "message": "notifications need a gs:// prefix (a bucket's object notifications)",
+        },
+    ]
     columns: list[dict[str, Any]] = [
         {"name": "Suspended", "type": "boolean", "jsonPath": ".spec.suspend"},
         {"name": "Active", "type": "integer", "jsonPath": ".status.activeRuns"},

@@ -247,7 +247,10 @@ def build_file_run(source: dict[str, Any], object_uri: str, object_generation: s
     """The PipelineRun of one new object under an IngestionSource's prefix."""
     meta = source["metadata"]
     template = json.loads(json.dumps(source["spec"]["files"]["template"]))
-    template.setdefault("source", {})["uri"] = object_uri
+    # A bucket object is read at the generation discovered (gsutil's #generation suffix), so a file
+    # overwritten while its run goes on is never mixed with the new one (that one gets its own run).
+    pinned = f"{object_uri}#{object_generation}" if object_uri.startswith("gs://") else object_uri
+    template.setdefault("source", {})["uri"] = pinned
     return {
         "apiVersion": API_VERSION,
         "kind": "PipelineRun",

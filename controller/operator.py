@@ -21,6 +21,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from controller.admission import DONE, WAITING, Admission, state_of
 from controller.kube import Kube, KubeError
 from controller.manifests import LABEL_RUN
+from controller.objects import ListingError
 from controller.reconcile import Reconciled, parse_spec, queued, reconcile_run
 from controller.settings import Settings, settings_from_env
 from controller.stages import TERMINAL_PHASES
@@ -350,6 +351,20 @@ async def reconcile_source(rt: Runtime, body: dict[str, Any]) -> dict[str, Any]:
     return status
 
 
+def _report_notifications(body: dict[str, Any], files: dict[str, Any]) -> None:
+    """A Warning Event when the notifications of a source start failing, or fail differently."""
+    problem = files.get("notificationProblem")
+    before = ((body.get("status") or {}).get("files") or {}).get("notificationProblem")
+    if problem and problem != before:
+        kopf.event(kopf.Body(body), type="Warning", reason="NotificationsFailed", message=problem)  # type: ignore[arg-type]
+
+
+def _same_status(body: dict[str, Any], update: dict[str, Any]) -> bool:
+    """Whether the status already says all of ``update`` (then no patch: notification polls are frequent)."""
+    status = body.get("status") or {}
+    return all(status.get(k) == v for k, v in update.items())
+
+
 async def source_loop(rt: Runtime, body: Any, stopped: Any) -> None:
     """Per IngestionSource: list its prefix for new objects, and refresh the last cycle, every poll."""
     from controller import ingestion
@@ -365,17 +380,22 @@ async def source_loop(rt: Runtime, body: Any, stopped: Any) -> None:
             try:
                 if spec.files is not None:
                     poll = min(poll, float(spec.files.poll_seconds))
-                    update["files"] = await ingestion.discover_files(fresh, spec, rt.kube, rt.clock())
+                    if spec.files.notifications is not None:
+                        poll = min(poll, rt.settings.notification_poll_seconds)
+                    update["files"] = await ingestion.discover_files(
+                        fresh, spec, rt.kube, rt.clock(), rt.settings
+                    )
+                    _report_notifications(fresh, update["files"])
                 if spec.consolidation is not None:
                     cycle = await ingestion.last_cycle(rt.kube, body.metadata.namespace, body.metadata.name)
                     if cycle:
                         update["lastCycle"] = cycle
-                if update:
+                if update and not _same_status(fresh, update):
                     update["activeRuns"] = (update.get("files") or {}).get("activeRuns", 0)
                     await rt.kube.patch_status(
                         "IngestionSource", body.metadata.name, body.metadata.namespace, update
                     )
-            except ingestion.ListingError as exc:
+            except ListingError as exc:
                 kopf.event(kopf.Body(fresh), type="Warning", reason="ListingFailed", message=str(exc))  # type: ignore[arg-type]
             except KubeError as exc:
                 log.warning("IngestionSource %s: %s", body.metadata.name, exc)

@@ -33,6 +33,8 @@ class Settings:
     resync_seconds: float = 60.0  # how often unfinished runs are looked at even without events
     watch_timeout_seconds: int = 300  # the watch inactivity timeout (a silently stalled stream is restarted)
     peering: str = "dataops-operator"
+    pubsub_project: str | None = None  # where IngestionSources' notification subscriptions live
+    notification_poll_seconds: float = 5.0  # how often notification subscriptions are pulled
 
 
 def _int(env: Mapping[str, str], name: str, default: int | None) -> int | None:
@@ -81,4 +83,11 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         resync_seconds=float(_int(env, "DATAOPS_RESYNC_SECONDS", 60) or 60),
         watch_timeout_seconds=_int(env, "DATAOPS_WATCH_TIMEOUT_SECONDS", 300) or 300,
         peering=env.get("DATAOPS_PEERING", Settings.peering),
+        pubsub_project=(
+            env.get("DATAOPS_PUBSUB_PROJECT")
+            or env.get("PUBSUB_PROJECT_ID")
+            or env.get("GOOGLE_CLOUD_PROJECT")
+            or None
+        ),
+        notification_poll_seconds=float(_int(env, "DATAOPS_NOTIFICATION_POLL_SECONDS", 5) or 5),
     )

@@ -164,8 +164,32 @@ class Expectation(Model):
         return v
 
 
+TOPIC_NAME = r"^[A-Za-z][A-Za-z0-9._~%+-]{2,254}$"
+
+
+class Notify(Model):
+    """Pub/Sub topics told of each validated file: one message per file, on one of the two."""
+
+    success_topic: str | None = Field(
+        default=None,
+        alias="successTopic",
+        pattern=TOPIC_NAME,
+        description="Topic told of each file of a run whose validation passed (the seed's csv-success-topic).",
+    )
+    error_topic: str | None = Field(
+        default=None,
+        alias="errorTopic",
+        pattern=TOPIC_NAME,
+        description="Topic told of each file of a run whose validation failed (the seed's csv-error-topic).",
+    )
+
+
 class Validate(Model):
     expectations: list[Expectation] = Field(default_factory=list)
+    notify: Notify | None = Field(
+        default=None,
+        description="Pub/Sub topics (in the bus's project) that get one message per validated file.",
+    )
     on_failure: Literal["fail", "quarantine"] = Field(default="fail", alias="onFailure")
     max_rejected_percent: float | None = Field(default=None, ge=0, le=100, alias="maxRejectedPercent")
 
@@ -514,8 +538,22 @@ class PipelineRunTemplate(PipelineRunSpec):
     source: SourceTemplate
 
 
+class FileNotifications(Model):
+    """Where the bucket's OBJECT_FINALIZE notifications are pulled from (a gs:// prefix only)."""
+
+    subscription: str = Field(
+        pattern=TOPIC_NAME,
+        description="Pub/Sub subscription (of this source alone) on the topic the bucket notifies.",
+    )
+    max_messages: int = Field(default=100, ge=1, le=1000, alias="maxMessages")
+
+
 class FilesWatch(Model):
     prefix: str = Field(description="gs://bucket/prefix/ or a local folder whose new objects are run.")
+    notifications: FileNotifications | None = Field(
+        default=None,
+        description="Notifications first (new objects within seconds), the listing as the fallback.",
+    )
     pattern: str = Field(default="*.csv", description="Glob on the object name below the prefix.")
     template: PipelineRunTemplate
     max_concurrent_runs: int = Field(default=2, ge=1, le=100, alias="maxConcurrentRuns")
@@ -526,6 +564,12 @@ class FilesWatch(Model):
         alias="pollSeconds",
         description="How often the prefix is listed (the fallback to notifications).",
     )
+
+    @model_validator(mode="after")
+    def _notifications_need_a_bucket(self) -> FilesWatch:
+        if self.notifications is not None and not self.prefix.startswith("gs://"):
+            raise ValueError("notifications need a gs:// prefix (a bucket's object notifications)")
+        return self
 
 
 class TableRef(Model):
@@ -574,8 +618,8 @@ class Consolidation(Model):
     source: ConsolidationSource
     joins: list[Join] = Field(default_factory=list)
     target: Target
-    topic: str = Field(default="operation-ids", pattern=r"^[A-Za-z][A-Za-z0-9._~%+-]{2,254}$")
-    subscription: str = Field(default="operation-ids-sub", pattern=r"^[A-Za-z][A-Za-z0-9._~%+-]{2,254}$")
+    topic: str = Field(default="operation-ids", pattern=TOPIC_NAME)
+    subscription: str = Field(default="operation-ids-sub", pattern=TOPIC_NAME)
     batch_size: int = Field(default=10000, ge=1, le=10_000_000, alias="batchSize")
 
     @field_validator("schedule")

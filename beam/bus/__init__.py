@@ -14,6 +14,7 @@ from beam.bus.embedded import EmbeddedQueue
 from beam.bus.port import (
     DEFAULT_ACK_DEADLINE_SECONDS,
     BusError,
+    BusRefused,
     MessageBus,
     OutgoingMessage,
     ReceivedMessage,
@@ -32,13 +33,14 @@ def open_bus(workdir: Path, kind: str | None = None, env: Mapping[str, str] | No
         from beam.bus.pubsub import PubSubBus, project_from_env
 
         return PubSubBus(project_from_env(env))
-    raise BusError(f"unknown bus {chosen!r}: use one of {', '.join(BUS_KINDS)} (DATAOPS_BUS or --bus)")
+    raise BusRefused(f"unknown bus {chosen!r}: use one of {', '.join(BUS_KINDS)} (DATAOPS_BUS or --bus)")
 
 
 __all__ = [
     "BUS_KINDS",
     "DEFAULT_ACK_DEADLINE_SECONDS",
     "BusError",
+    "BusRefused",
     "EmbeddedQueue",
     "MessageBus",
     "OutgoingMessage",

@@ -19,6 +19,11 @@ class BusError(Exception):
     """The bus refused an operation (missing topic, bad configuration, unreachable server)."""
 
 
+class BusRefused(BusError):
+    """A refusal that retrying will not cure: a missing topic or subscription, a missing permission.
+    The message names the resource and, for a permission, the role to grant."""
+
+
 @dataclass(frozen=True, slots=True)
 class OutgoingMessage:
     data: bytes

@@ -16,7 +16,7 @@ from google.api_core import exceptions as gexc
 from google.api_core.retry import Retry
 from google.cloud import pubsub_v1
 
-from beam.bus.port import BusError, OutgoingMessage, ReceivedMessage
+from beam.bus.port import BusError, BusRefused, OutgoingMessage, ReceivedMessage
 
 log = logging.getLogger("dataops.bus")
 
@@ -36,7 +36,7 @@ def project_from_env(env: Mapping[str, str]) -> str:
             return env[name]
     if env.get("PUBSUB_EMULATOR_HOST"):
         return EMULATOR_PROJECT
-    raise BusError("no Pub/Sub project: set GOOGLE_CLOUD_PROJECT (or PUBSUB_PROJECT_ID)")
+    raise BusRefused("no Pub/Sub project: set GOOGLE_CLOUD_PROJECT (or PUBSUB_PROJECT_ID)")
 
 
 class PubSubBus:
@@ -81,7 +81,19 @@ class PubSubBus:
         try:
             return [str(f.result(timeout=PUBLISH_TIMEOUT_SECONDS)) for f in futures]
         except gexc.NotFound as exc:
-            raise BusError(f"Pub/Sub topic {path} does not exist: {exc.message}") from None
+            raise BusRefused(
+                f"Pub/Sub topic {path} does not exist: create it (terraform/gke does) or fix its name,"
+                f" and grant roles/pubsub.publisher on it to the service account that publishes; {exc.message}"
+            ) from None
+        except gexc.PermissionDenied as exc:
+            raise BusRefused(
+                f"permission denied publishing to Pub/Sub topic {path}: grant roles/pubsub.publisher on"
+                f" that topic to the service account the stage runs as; {exc.message}"
+            ) from None
+        except (gexc.ResourceExhausted, gexc.RetryError, gexc.DeadlineExceeded) as exc:
+            raise BusError(
+                f"publishing to Pub/Sub topic {path} still failed after retries with backoff (quota?): {exc}"
+            ) from None
 
     def pull(self, subscription: str, max_messages: int, timeout: float) -> list[ReceivedMessage]:
         try:
@@ -96,7 +108,12 @@ class PubSubBus:
         except (gexc.DeadlineExceeded, gexc.ServiceUnavailable):
             return []
         except gexc.NotFound as exc:
-            raise BusError(f"Pub/Sub subscription {subscription} does not exist: {exc.message}") from None
+            raise BusRefused(f"Pub/Sub subscription {subscription} does not exist: {exc.message}") from None
+        except gexc.PermissionDenied as exc:
+            raise BusRefused(
+                f"permission denied pulling from Pub/Sub subscription {self._subscription(subscription)}:"
+                f" grant roles/pubsub.subscriber on it to the service account; {exc.message}"
+            ) from None
         return [_received(r) for r in response.received_messages]
 
     def ack(self, subscription: str, ack_ids: Sequence[str]) -> None:

@@ -26,6 +26,7 @@ from beam.consolidation.messages import IdsNotReturned
 from beam.consolidation.plan import ConsolidationError
 from beam.consolidation.spec_file import load_ingestion_source
 from beam.stages.context import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
+from beam.storage.workdir import StageWorkdir
 from controller.spec import SpecError
 
 log = logging.getLogger("dataops.consolidation")
@@ -39,7 +40,9 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     )
     parser.add_argument("spec", help="IngestionSource YAML file, or env:NAME")
     parser.add_argument(
-        "--workdir", required=True, type=Path, help="folder of the warehouse and the embedded queue"
+        "--workdir",
+        required=True,
+        help="folder of the warehouse and the embedded queue (a gs:// workdir: a local scratch folder)",
     )
     parser.add_argument(
         "--output", choices=("text", "json"), default="text", help="text for people, json for programs"
@@ -103,11 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     json_out = args.output == "json"
     try:
         source = load_ingestion_source(args.spec)
-        bus = open_bus(args.workdir.resolve(), args.bus)
+        workdir = StageWorkdir.open(args.workdir).local  # no run files: nothing to mirror to a bucket
+        bus = open_bus(workdir, args.bus)
         try:
             result = run_cycle(
                 source,
-                args.workdir.resolve(),
+                workdir,
                 bus,
                 lock_wait_seconds=args.lock_wait,
                 lock_ttl_seconds=args.lock_ttl,

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import codecs
 import csv
-import glob
 import gzip
 import io
 import re
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +21,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from beam.storage import StagedFile, StorageError, stage_files
 from controller.spec import Column, ColumnType, Source
 
 ROW_COL = "__dataops_row"
@@ -62,25 +63,8 @@ class CsvRead:
     rows_total: int  # data rows seen, good and bad
     files: tuple[str, ...]
     headers: tuple[str, ...] = ()  # each file's header line as read (empty without a header)
-
-
-def expand_uri(uri: str) -> list[str]:
-    """The files a source URI names: a path, a file:// URI, or a glob of either."""
-    if uri.startswith("gs://"):
-        raise SourceError(
-            f"{uri}: gs:// sources are read by the GCS adapter, which this runner does not have"
-        )
-    path = uri[len("file://") :] if uri.startswith("file://") else uri
-    if any(ch in path for ch in "*?["):
-        files = sorted(p for p in glob.glob(path, recursive=True) if Path(p).is_file())
-        if not files:
-            raise SourceError(f"{uri}: no file matches this pattern")
-        return files
-    if not Path(path).exists():
-        raise SourceError(f"{uri}: no such file")
-    if Path(path).is_dir():
-        raise SourceError(f"{uri}: is a folder; name a file or a glob such as {path.rstrip('/')}/*.csv")
-    return [path]
+    file_rows: tuple[int, ...] = ()  # data rows seen in each file, good and bad
+    generations: tuple[int | None, ...] = ()  # each object's generation read (None: a local file)
 
 
 def snake_case(header: str) -> str:
@@ -104,8 +88,10 @@ def _check_encoding(encoding: str) -> str:
         raise SourceError(f"spec.source.encoding {encoding!r} is not a known encoding") from None
 
 
-def _read_header(path: str, source: Source, encoding: str) -> list[str] | None:
-    """The first record of the file, or None when the file has no record at all."""
+def _read_header(path: str, source: Source, encoding: str, label: str | None = None) -> list[str] | None:
+    """The first record of the file, or None when the file has no record at all (``label`` names the
+    file in messages: its URI as the user wrote it)."""
+    name = label or path
     try:
         with _open_text(path, encoding, errors="replace") as fh:
             reader = csv.reader(
@@ -118,16 +104,16 @@ def _read_header(path: str, source: Source, encoding: str) -> list[str] | None:
             first = next(reader, None)
     except UnicodeDecodeError as exc:
         raise SourceError(
-            f"{path}: row 1 (header): not valid {encoding} (byte 0x{exc.object[exc.start]:02x});"
+            f"{name}: row 1 (header): not valid {encoding} (byte 0x{exc.object[exc.start]:02x});"
             " set spec.source.encoding to the file's encoding"
         ) from None
     except (OSError, EOFError, csv.Error) as exc:
-        raise SourceError(f"{path}: cannot be read: {exc}") from None
+        raise SourceError(f"{name}: cannot be read: {exc}") from None
     if first is None:
         return None
     if any("\ufffd" in h for h in first):
         raise SourceError(
-            f"{path}: row 1 (header): not valid {encoding}; set spec.source.encoding to the file's encoding"
+            f"{name}: row 1 (header): not valid {encoding}; set spec.source.encoding to the file's encoding"
         )
     if first and first[0].startswith("\ufeff"):
         first[0] = first[0][1:]
@@ -220,7 +206,7 @@ class _FileReader:
     def _x(self, sql: str, params: list[object] | None = None) -> list[tuple[object, ...]]:
         return self.con.execute(sql, params or []).fetchall()
 
-    def _utf8_path(self, path: str, n: int) -> str:
+    def _utf8_path(self, path: str, n: int, label: str) -> str:
         """DuckDB reads UTF-8; any other encoding is decoded (strictly) into a UTF-8 copy first."""
         if self.encoding in {codecs.lookup(e).name for e in _UTF8}:
             return path
@@ -233,22 +219,26 @@ class _FileReader:
                     line += chunk.count("\n")
         except UnicodeDecodeError as exc:
             raise SourceError(
-                f"{path}: near line {line}: not valid {self.encoding} "
+                f"{label}: near line {line}: not valid {self.encoding} "
                 f"(byte 0x{exc.object[exc.start]:02x}); set spec.source.encoding"
             ) from None
         return str(out)
 
-    def read(self, n: int, path: str) -> tuple[str, str, int]:
-        """Read one file into temp tables; returns (typed table name, rejects table name, rows seen)."""
+    def read(self, n: int, path: str, label: str | None = None) -> tuple[str, str, int]:
+        """Read one file into temp tables; returns (typed table name, rejects table name, rows seen).
+
+        ``path`` is read; ``label`` (default: ``path``) names the file in rejects and messages.
+        """
+        label = label or path
         src = self.source
-        header = _read_header(path, src, self.encoding)
+        header = _read_header(path, src, self.encoding, label)
         if header is None:
-            raise SourceError(f"{path}: the file is empty (no header, no rows)")
-        mapping = map_columns(path, header, src)
+            raise SourceError(f"{label}: the file is empty (no header, no rows)")
+        mapping = map_columns(label, header, src)
         self.headers.append(_csv_line(header, src) if src.header else "")
         self.widths.append(header)
         width = len(header)
-        readable = self._utf8_path(path, n)
+        readable = self._utf8_path(path, n, label)
         cols = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(width)) + "}"
         escape = src.escape if src.escape else src.quote
         rejects_t, rejects_s, raw_t = f"rejects_{n}", f"rejects_scan_{n}", f"raw_{n}"
@@ -261,7 +251,7 @@ class _FileReader:
         try:
             self._x(f"CREATE TEMP TABLE {raw_t} AS SELECT * FROM read_csv({_lit(readable)}, {opts})")
         except duckdb.Error as exc:
-            raise SourceError(f"{path}: cannot be read as CSV: {str(exc).splitlines()[0]}") from None
+            raise SourceError(f"{label}: cannot be read as CSV: {str(exc).splitlines()[0]}") from None
         offset = 1 if src.header else 0
         errs = self.con.execute(
             f"SELECT line - {offset} AS row, error_type, csv_line, error_message, column_idx FROM {rejects_t}"
@@ -270,7 +260,7 @@ class _FileReader:
         for row, etype, _text, msg, _ in errs:
             if etype == "INVALID ENCODING":
                 raise SourceError(
-                    f"{path}: row {row}: not valid {self.encoding}: {msg.split('.')[0]}; "
+                    f"{label}: row {row}: not valid {self.encoding}: {msg.split('.')[0]}; "
                     "set spec.source.encoding to the file's encoding"
                 )
         self._x(
@@ -316,10 +306,10 @@ class _FileReader:
         self._x(f"CREATE TEMP TABLE errors_{n} AS SELECT * FROM checked_{n} WHERE {any_err}")
         order = f" ORDER BY {ROW_COL}" if has_bad else ""
         self._x(
-            f"CREATE TEMP VIEW typed_{n} AS SELECT {', '.join(names)}, {ROW_COL}, {_lit(path)} AS {FILE_COL} "
+            f"CREATE TEMP VIEW typed_{n} AS SELECT {', '.join(names)}, {ROW_COL}, {_lit(label)} AS {FILE_COL} "
             f"FROM checked_{n} WHERE NOT ({any_err}){order}"
         )
-        self._collect_rejects(n, path, checks, width)
+        self._collect_rejects(n, label, checks, width)
         total = self._x(f"SELECT (SELECT count(*) FROM {raw_t}) + (SELECT count(*) FROM bad_rows_{n})")
         return f"typed_{n}", f"rej_{n}", int(total[0][0])  # type: ignore[call-overload]
 
@@ -374,7 +364,8 @@ class CsvSource:
     def __init__(self, source: Source, tmpdir: Path) -> None:
         self.source = source
         self.tmpdir = tmpdir
-        self.files: list[str] = []
+        self.files: list[str] = []  # each file's URI as named in messages and rejects
+        self.staged: list[StagedFile] = []
         self.con: duckdb.DuckDBPyConnection | None = None
 
     def __enter__(self) -> CsvSource:
@@ -388,16 +379,23 @@ class CsvSource:
         if self.con is not None:
             self.con.close()
             self.con = None
+        shutil.rmtree(self.tmpdir / "objects", ignore_errors=True)  # downloaded copies of gs:// objects
 
     def read(self) -> CsvRead:
         """Every file of the source into one typed table and one table of rejects."""
         assert self.con is not None, "use CsvSource as a context manager"
         con = self.con
-        self.files = expand_uri(self.source.uri)
+        try:
+            self.staged = stage_files(self.source.uri, self.tmpdir / "objects")
+        except StorageError as exc:
+            raise SourceError(str(exc)) from None
+        self.files = [f.uri for f in self.staged]
         reader = _FileReader(con, self.source, self.tmpdir)
         typed_names, reject_names, total = [], [], 0
-        for n, path in enumerate(self.files):
-            t, r, seen = reader.read(n, path)
+        self.file_rows: list[int] = []
+        for n, staged in enumerate(self.staged):
+            t, r, seen = reader.read(n, staged.path, staged.uri)
+            self.file_rows.append(seen)
             typed_names.append(t)
             reject_names.append(r)
             total += seen
@@ -413,6 +411,8 @@ class CsvSource:
             rows_total=total,
             files=tuple(self.files),
             headers=tuple(reader.headers),
+            file_rows=tuple(self.file_rows),
+            generations=tuple(f.generation for f in self.staged),
         )
 
     def original_lines(self, path: str, rows: Sequence[int]) -> dict[int, str]:

@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from beam.stages.context import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, StageContext, StageFailed, StageResult
+from beam.storage import StorageError
+from beam.storage.workdir import StageWorkdir
 from controller.spec import PipelineRun, SpecError
 from controller.spec_check import load_checked, load_checked_text
 from controller.stages import STAGES, stages_of
@@ -31,7 +33,9 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         required=True,
         help="the PipelineRun: a YAML file, or env:NAME for JSON in an environment variable",
     )
-    parser.add_argument("--workdir", required=True, type=Path)
+    parser.add_argument(
+        "--workdir", required=True, help="a local folder, or gs://bucket/prefix (run files kept there)"
+    )
     parser.add_argument("--started-at", default=None, help="the run's start time, ISO 8601 UTC")
     parser.add_argument("--result-file", type=Path, default=None, help="where to write the result JSON")
     return parser.parse_known_args(argv)
@@ -64,13 +68,16 @@ def main(argv: list[str] | None = None) -> int:
     started = args.started_at or datetime.now(UTC).isoformat(timespec="seconds")
     result = StageResult(stage=args.stage)
     code = EXIT_OK
+    workdir = StageWorkdir.open(args.workdir)
     run: PipelineRun | None = None
     begun = datetime.now(UTC)
     try:
         run = _load_run(args.spec)
+        log.info("stage %s of %s: %s", args.stage, run.metadata.name, _adapters(run, args.workdir))
+        workdir.pull(run.metadata.namespace, run.metadata.name)
         ctx = StageContext(
             run=run,
-            workdir=args.workdir.resolve(),
+            workdir=workdir.local,
             started_at=started,
             beam_args=[a for a in beam_args if a != "--"],
         )
@@ -83,8 +90,11 @@ def main(argv: list[str] | None = None) -> int:
         result = exc.result or StageResult(stage=args.stage)
         result.state, result.reason, result.message = "Failed", exc.reason, str(exc)
         code = EXIT_BAD_INPUT if exc.bad_input else EXIT_FAILED
+    except StorageError as exc:  # the workdir's bucket: named, with the role when one is missing
+        result = StageResult(stage=args.stage, state="Failed", reason="StorageError", message=str(exc))
+        code = EXIT_FAILED
     except Exception as exc:  # an unexpected failure: retryable, with the traceback kept aside
-        trace = args.workdir / f"{args.stage}-traceback.txt"
+        trace = workdir.local / f"{args.stage}-traceback.txt"
         trace.parent.mkdir(parents=True, exist_ok=True)
         trace.write_text(traceback.format_exc(), encoding="utf-8")
         result = StageResult(
@@ -96,23 +106,17 @@ def main(argv: list[str] | None = None) -> int:
         code = EXIT_FAILED
     result.timing = {"start": _iso(begun), "end": _iso(datetime.now(UTC))}
     # The stage's folder keeps its result too (in a pod --result-file is the termination log): the
-    # report reads every stage's from there.
+    # report reads every stage's from there. With a bucket workdir, both go up with the run's files.
     kept = (
-        args.workdir.resolve()
-        / "runs"
-        / run.metadata.namespace
-        / run.metadata.name
-        / args.stage
-        / "result.json"
+        workdir.local / "runs" / run.metadata.namespace / run.metadata.name / args.stage / "result.json"
         if run
         else None
     )
-    for path in {p for p in (args.result_file, kept) if p is not None}:
-        _write_result(path, result)
     if run is not None and (code != EXIT_OK or args.stage == stages_of(run.spec)[-1]):
-        result.report = _write_report(run, args.workdir.resolve())
-        for path in {p for p in (args.result_file, kept) if p is not None}:
-            _write_result(path, result)
+        result.report = _write_report(run, workdir.local)
+    _write_result(kept, result)
+    code, result = _push(workdir, run, code, result)
+    _write_result(args.result_file, result)
     if code != EXIT_OK:
         log.error("stage %s failed: %s", args.stage, result.message)
     return code
@@ -144,6 +148,29 @@ def _write_report(run: PipelineRun, workdir: Path) -> str:
     except Exception as exc:
         log.warning("the run report could not be written: %s: %s", type(exc).__name__, exc)
         return ""
+
+
+def _adapters(run: PipelineRun, workdir: str) -> str:
+    from beam.adapters import adapters_for
+
+    return adapters_for(run.spec, workdir, os.environ).describe()
+
+
+def _push(
+    workdir: StageWorkdir, run: PipelineRun | None, code: int, result: StageResult
+) -> tuple[int, StageResult]:
+    """With a bucket workdir: the run's new files up, and artifacts named by their gs:// URIs."""
+    if run is None or workdir.remote is None:
+        return code, result
+    try:
+        workdir.push(run.metadata.namespace, run.metadata.name)
+    except StorageError as exc:
+        failed = StageResult(stage=result.stage, state="Failed", reason="StorageError", message=str(exc))
+        return EXIT_FAILED, failed
+    result.artifacts = {k: workdir.published(v) for k, v in result.artifacts.items()}
+    if result.report:
+        result.report = workdir.published(result.report)
+    return code, result
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from beam.bus import BusError, BusRefused
 from beam.io.csv_source import (
     FILE_COL,
     REJECT_SCHEMA,
@@ -30,6 +31,7 @@ from beam.io.csv_source import (
     SourceError,
 )
 from beam.stages.context import StageContext, StageFailed, StageResult
+from beam.stages.notify import ERROR, SUCCESS, FileSummary, publish_outcome
 from beam.warehouse import LineageRecord, open_warehouse
 
 if TYPE_CHECKING:
@@ -50,6 +52,43 @@ def rejects_table_of(table: str) -> str:
 
 
 def run(ctx: StageContext) -> StageResult:
+    """Validate, then tell the success or error topic (``spec.validate.notify``) of each file."""
+    files: list[FileSummary] = []
+    try:
+        result = _validate(ctx, files)
+    except StageFailed as exc:
+        _notify(ctx, ERROR, files or [FileSummary(ctx.run.spec.source.uri)], exc)
+        raise
+    topic = _notify(ctx, SUCCESS, files, None, result.message)
+    if topic:
+        result.details["notified"] = topic
+    return result
+
+
+def _notify(
+    ctx: StageContext, outcome: str, files: list[FileSummary], failed: StageFailed | None, message: str = ""
+) -> str | None:
+    """Publish; a message that cannot be published fails the stage, saying which and why."""
+    try:
+        return publish_outcome(
+            ctx, outcome, files, failed.reason if failed else "Validated", str(failed) if failed else message
+        )
+    except BusError as exc:
+        if failed is not None:
+            raise StageFailed(
+                f"{failed}; and its error message was not published: {exc}",
+                bad_input=failed.bad_input,
+                reason=failed.reason,
+                result=failed.result,
+            ) from None
+        raise StageFailed(
+            f"validation passed but its success message was not published: {exc}",
+            bad_input=isinstance(exc, BusRefused),
+            reason="NotifyFailed",
+        ) from None
+
+
+def _validate(ctx: StageContext, files: list[FileSummary]) -> StageResult:
     spec = ctx.run.spec
     out_dir = ctx.stage_dir("validate")
     with CsvSource(spec.source, out_dir / "tmp") as source:
@@ -68,6 +107,7 @@ def run(ctx: StageContext) -> StageResult:
     keep = _without_positions(typed, failed_pos)
 
     bad_rows = _count_bad_rows(rejects)
+    files.extend(_file_summaries(read, rejects))
     percent = 100.0 * bad_rows / read.rows_total
     threshold = spec.validate_.rejected_threshold()
     _write_artifacts(ctx, out_dir, keep, rejects, outcome, read, percent)
@@ -191,6 +231,35 @@ def _without_positions(typed: pa.Table, positions: list[int]) -> pa.Table:
         drop = pc.is_in(pa.array(range(typed.num_rows)), value_set=pa.array(positions))
         typed = typed.filter(pc.and_(mask, pc.invert(drop)))
     return typed.drop_columns([ROW_COL, FILE_COL])
+
+
+def _file_summaries(read: CsvRead, rejects: pa.Table) -> list[FileSummary]:
+    """Per file: rows read, kept and rejected, and its first rejected rows."""
+    rows = rejects.to_pylist()
+    out = []
+    for n, path in enumerate(read.files):
+        mine = [r for r in rows if r["file"] == path]
+        bad = len({r["row_number"] for r in mine})
+        seen = read.file_rows[n] if n < len(read.file_rows) else 0
+        out.append(
+            FileSummary(
+                file=path,
+                generation=read.generations[n] if n < len(read.generations) else None,
+                rows_in=seen,
+                rows_out=seen - bad,
+                rows_rejected=bad,
+                rejects=[
+                    {
+                        "row": r["row_number"],
+                        "column": r["column_name"],
+                        "rule": r["rule"],
+                        "message": r["message"],
+                    }
+                    for r in mine[:SHOWN_REJECTS]
+                ],
+            )
+        )
+    return out
 
 
 def _count_bad_rows(rejects: pa.Table) -> int:

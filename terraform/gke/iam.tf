@@ -152,6 +152,14 @@ resource "google_pubsub_topic_iam_member" "worker_publisher" {
   member = local.worker
 }
 
+resource "google_pubsub_subscription_iam_member" "controller_landing_objects" {
+  for_each = google_pubsub_subscription.landing_objects
+
+  subscription = each.value.name
+  role         = "roles/pubsub.subscriber" # pulls and acknowledges the landing bucket's notifications
+  member       = local.controller
+}
+
 resource "google_pubsub_subscription_iam_member" "worker_operation_ids" {
   subscription = google_pubsub_subscription.main["operation-ids"].name
   role         = "roles/pubsub.subscriber"

@@ -4,7 +4,8 @@
 #   kms.tf      customer-managed keys for buckets, datasets, topics, images and Kubernetes secrets
 #   storage.tf  landing and staging buckets, their access-log bucket
 #   bigquery.tf raw, tds, bds and consolidated datasets
-#   pubsub.tf   validation success/error and operation-id topics, dead letters, subscriptions
+#   pubsub.tf   validation success/error and operation-id topics, dead letters, subscriptions; the landing
+#               bucket's object notifications and one subscription per watched prefix
 #   monitoring.tf  email channels and the alert policies (the seed's email on a validation error)
 #   registry.tf Artifact Registry for the controller, worker and flex-template images
 #   iam.tf      service accounts, Workload Identity, least-privilege bindings

@@ -71,6 +71,11 @@ output "subscription_names" {
   value       = { for role, sub in google_pubsub_subscription.main : role => sub.name }
 }
 
+output "landing_notification_subscriptions" {
+  description = "Subscriptions to the landing bucket's object notifications, by suffix: spec.files.notifications.subscription of the IngestionSource watching that prefix."
+  value       = { for suffix, sub in google_pubsub_subscription.landing_objects : suffix => sub.name }
+}
+
 output "image_repository" {
   description = "Artifact Registry path the images are pushed to: <this>/controller, <this>/worker, <this>/dataflow-template."
   value       = local.image_repository

@@ -102,3 +102,57 @@ resource "google_pubsub_subscription_iam_member" "dead_letter_forwarder" {
   role         = "roles/pubsub.subscriber"
   member       = "serviceAccount:${google_project_service_identity.pubsub.email}"
 }
+
+# The landing bucket's object notifications: every new object version (OBJECT_FINALIZE) is announced on one topic.
+# Each IngestionSource pulls them from a subscription of its own (spec.files.notifications.subscription),
+# filtered to its prefix, and still lists the prefix every pollSeconds for whatever a notification missed.
+
+resource "google_pubsub_topic" "landing_objects" {
+  name         = "${local.name}-landing-objects"
+  kms_key_name = google_kms_crypto_key.data.id
+  labels       = local.labels
+
+  message_storage_policy {
+    allowed_persistence_regions = [var.region]
+  }
+
+  depends_on = [google_kms_crypto_key_iam_member.data_key_users]
+}
+
+# GCS publishes the notifications as its service agent.
+resource "google_pubsub_topic_iam_member" "landing_notifier" {
+  topic  = google_pubsub_topic.landing_objects.name
+  role   = "roles/pubsub.publisher"
+  member = "serviceAccount:${data.google_storage_project_service_account.this.email_address}"
+}
+
+resource "google_storage_notification" "landing_objects" {
+  bucket         = google_storage_bucket.landing.name
+  topic          = google_pubsub_topic.landing_objects.id
+  payload_format = "JSON_API_V1"
+  event_types    = ["OBJECT_FINALIZE"]
+
+  depends_on = [google_pubsub_topic_iam_member.landing_notifier]
+}
+
+resource "google_pubsub_subscription" "landing_objects" {
+  for_each = var.landing_notification_subscriptions
+
+  name                       = "${local.name}-landing-${each.key}"
+  topic                      = google_pubsub_topic.landing_objects.id
+  filter                     = "hasPrefix(attributes.objectId, \"${each.value}\")"
+  ack_deadline_seconds       = 60
+  message_retention_duration = local.retention
+  labels                     = local.labels
+
+  expiration_policy {
+    ttl = ""
+  }
+
+  # A notification the controller gives back (no room for another run yet) comes back later; one it never
+  # settles is not dead-lettered but expires: the listing of the prefix finds that object anyway.
+  retry_policy {
+    minimum_backoff = "${var.retry_minimum_backoff_seconds}s"
+    maximum_backoff = "${var.retry_maximum_backoff_seconds}s"
+  }
+}

@@ -404,6 +404,17 @@ variable "message_retention_days" {
   }
 }
 
+variable "landing_notification_subscriptions" {
+  type        = map(string)
+  description = "One subscription to the landing bucket's object notifications per IngestionSource: name suffix => object-name prefix it watches (spec.files.notifications.subscription is <name_prefix>-<environment>-landing-<suffix>)."
+  default     = { inventory = "inventory/" }
+
+  validation {
+    condition     = alltrue([for suffix, prefix in var.landing_notification_subscriptions : can(regex("^[a-z][a-z0-9-]{0,40}$", suffix)) && !can(regex("\"", prefix))])
+    error_message = "landing_notification_subscriptions: suffixes are lowercase letters, digits and dashes (at most 41); prefixes hold no double quote."
+  }
+}
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Alerting and images
 # ---------------------------------------------------------------------------------------------------------------------

@@ -368,6 +368,8 @@ def test_chart_defaults_are_the_controller_defaults() -> None:
         "resync_seconds",
         "watch_timeout_seconds",
         "peering",
+        "pubsub_project",
+        "notification_poll_seconds",
     ):
         assert getattr(settings, name) == getattr(defaults, name), name
     assert (
@@ -420,6 +422,7 @@ def test_stage_pod_values_reach_the_controller_settings() -> None:
     assert settings.extra_env == {
         "LOG_LEVEL": "debug",
         "GOOGLE_CLOUD_PROJECT": "my-project",
+        "DATAOPS_BUS": "pubsub",
         "DATAOPS_DATASET_RAW": "inv_raw",
         "DATAOPS_TOPIC_VALIDATION_ERROR": "errors",
         "DATAOPS_DATAFLOW_TEMP_LOCATION": "gs://b/tmp",
@@ -436,7 +439,10 @@ def test_stage_pod_values_reach_the_controller_settings() -> None:
 def test_worker_env_wins_over_the_gcp_variables() -> None:
     rendered = render(sets=("gcp.projectId=from-gcp", "worker.env.GOOGLE_CLOUD_PROJECT=from-env"))
 
-    assert settings_from_env(rendered.controller_env).extra_env == {"GOOGLE_CLOUD_PROJECT": "from-env"}
+    assert settings_from_env(rendered.controller_env).extra_env == {
+        "GOOGLE_CLOUD_PROJECT": "from-env",
+        "DATAOPS_BUS": "pubsub",
+    }
 
 
 def test_image_digest_is_used_instead_of_the_tag() -> None:

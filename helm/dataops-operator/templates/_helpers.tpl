@@ -100,6 +100,7 @@ names (empty values left out), then worker.env, which wins.
 {{- $env := dict }}
 {{- $pairs := list
   (list "GOOGLE_CLOUD_PROJECT" $gcp.projectId)
+  (list "DATAOPS_BUS" (ternary "pubsub" "" (ne $gcp.projectId "")))
   (list "DATAOPS_GCP_REGION" $gcp.region)
   (list "DATAOPS_LANDING_BUCKET" $gcp.landingBucket)
   (list "DATAOPS_STAGING_BUCKET" $gcp.stagingBucket)
