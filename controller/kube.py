@@ -30,6 +30,11 @@ _KINDS: dict[str, Any] = {
 }
 
 
+# One request's limit: a connection that went silent fails within this, and the run's timer retries it
+# on a fresh connection.
+REQUEST_TIMEOUT_SECONDS = 20.0
+
+
 class KubeError(Exception):
     def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
@@ -65,7 +70,7 @@ class Kube:
         """In a pod: its service account; elsewhere: $KUBECONFIG or ~/.kube/config."""
         path = os.environ.get("KUBECONFIG")
         config = KubeConfig.from_file(path) if path else KubeConfig.from_env()
-        return cls(AsyncClient(config=config, field_manager="dataops-operator", timeout=httpx.Timeout(30.0)))
+        return cls(AsyncClient(config=config, field_manager="dataops-operator", timeout=httpx.Timeout(REQUEST_TIMEOUT_SECONDS)))
 
     async def close(self) -> None:
         await self.client.close()

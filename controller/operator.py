@@ -66,7 +66,8 @@ def configure(settings: kopf.OperatorSettings, env: dict[str, str] | None = None
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="dataops.io")
     # A watch that silently stops delivering is restarted after this many seconds at most.
     settings.watching.server_timeout = ours.watch_timeout_seconds
-    settings.watching.client_timeout = ours.watch_timeout_seconds + 30
+    # A stream that goes silent (a dead connection: no FIN, no RST) is dropped by the client soon after.
+    settings.watching.client_timeout = ours.watch_timeout_seconds + 5
     settings.watching.connect_timeout = 30
     # kopf's own handler logs are not posted as Events: only our transitions are.
     settings.posting.level = logging.ERROR

@@ -31,6 +31,7 @@ from tests.controlplane.cluster import (
     wait_until,
 )
 from tests.controlplane.node_agent import NodeAgent
+from tests.e2e.chart_controller import chart_controller, system_namespace  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP = pytest.StashKey[str]()

@@ -1,0 +1,183 @@
+"""What breaks operators, on the real control plane, with the controller as the chart deploys it:
+pods deleted and evicted at every stage, runs deleted while the controller is down or while their timers
+are pending, a watch stream that silently stalls.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+import yaml
+
+from tests.controlplane.cluster import Cluster
+from tests.controlplane.node_agent import NodeAgent
+from tests.controlplane.stall_proxy import StallProxy
+from tests.e2e.chart_controller import EXAMPLE, Controller, _jobs, _phase, _run, _wait, kc
+
+pytestmark = pytest.mark.e2e
+
+STAGES = ["validate", "load", "transform", "aggregate"]
+
+
+def _pods(cluster: Cluster, namespace: str, selector: str) -> list[dict[str, Any]]:
+    out = kc(cluster, "get", "pods", "-n", namespace, "-l", selector, "-o", "json")
+    items: list[dict[str, Any]] = json.loads(out)["items"]
+    return items
+
+
+def _evict(cluster: Cluster, namespace: str, pod: str) -> None:
+    """The Eviction API, as a node drain or the descheduler calls it."""
+    cluster.api.create(
+        f"/api/v1/namespaces/{namespace}/pods/{pod}/eviction",
+        {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": pod, "namespace": namespace}},
+    )
+
+
+def test_a_pod_deleted_or_evicted_at_every_stage_is_retried_and_the_run_still_succeeds_once(
+    control_plane: Cluster, chart_controller: tuple[Controller, Path], kube_namespace: str
+) -> None:
+    controller, workdir = chart_controller
+    kc(control_plane, "apply", "-n", kube_namespace, "-f", str(EXAMPLE / "pipelinerun.yaml"))
+    hit: list[str] = []
+    deadline = time.monotonic() + 900
+    status: dict[str, Any] = {}
+    while len(hit) < len(STAGES) or status.get("phase") not in ("Succeeded", "Failed"):
+        assert time.monotonic() < deadline, f"stuck: {json.dumps(status)[:2000]}"
+        control_plane.check_alive()
+        status = (_run(control_plane, kube_namespace, "inventory-demo") or {}).get("status") or {}
+        # No run is ever reported Succeeded while one of its stages' first pods was taken away unseen.
+        assert status.get("phase") != "Succeeded" or len(hit) == len(STAGES), status
+        for stage in STAGES[len(hit) :][:1]:
+            pods = _pods(control_plane, kube_namespace, f"job-name=inventory-demo-{stage}-1")
+            if not pods:
+                continue
+            name = pods[0]["metadata"]["name"]
+            if len(hit) % 2 == 0:
+                kc(control_plane, "delete", "pod", name, "-n", kube_namespace, "--wait=false")
+            else:
+                _evict(control_plane, kube_namespace, name)
+            hit.append(stage)
+        time.sleep(0.2)
+    assert status["phase"] == "Succeeded", status.get("message")
+    assert [(s["attempt"], s["infraFailures"], s["appFailures"]) for s in status["stages"]] == [(2, 1, 0)] * 4
+    # Each attempt's Job exists once; a first attempt's is kept as its record or removed when the
+    # controller saw the disruption before the Job controller did.
+    jobs = set(_jobs(control_plane, kube_namespace))
+    assert (
+        {f"inventory-demo-{s}-2" for s in STAGES}
+        <= jobs
+        <= {f"inventory-demo-{s}-{n}" for s in STAGES for n in (1, 2)}
+    )
+    con = duckdb.connect(str(workdir / "warehouse.duckdb"), read_only=True)
+    try:
+        assert con.sql("SELECT count(*) FROM inventory_raw.resources").fetchall()[0][0] == 2991
+        assert con.sql("SELECT count(*) FROM inventory_tds.resources").fetchall()[0][0] == 2543
+    finally:
+        con.close()
+    assert controller.forbidden() == []
+
+
+def _slow_run(name: str, **spec: Any) -> str:
+    doc = yaml.safe_load((EXAMPLE / "pipelinerun.yaml").read_text())
+    doc["metadata"] = {"name": name}
+    doc["spec"].update(spec)
+    return json.dumps(doc)
+
+
+def test_runs_deleted_while_the_controller_is_down_or_with_timers_pending_leave_nothing(
+    control_plane: Cluster,
+    chart_controller: tuple[Controller, Path],
+    node_agent: NodeAgent,
+    kube_namespace: str,
+) -> None:
+    controller, _ = chart_controller
+    node_agent.stop()  # pods stay Pending: both runs wait in their first stage, timers armed
+    try:
+        ns = ["-n", kube_namespace]
+        kc(control_plane, "apply", *ns, "-f", "-", stdin=_slow_run("timed", timeouts={"stageSeconds": 3600}))
+        kc(control_plane, "apply", *ns, "-f", "-", stdin=_slow_run("orphan"))
+        _wait(
+            control_plane,
+            "both first Jobs",
+            lambda: _jobs(control_plane, kube_namespace) == ["orphan-validate-1", "timed-validate-1"],
+        )
+        # A run with its timeout timer pending, deleted while the controller runs.
+        kc(control_plane, "delete", "pipelinerun", "timed", *ns, "--wait=false")
+        _wait(control_plane, "timed to go", lambda: _run(control_plane, kube_namespace, "timed") is None, 60)
+        # A run deleted while the controller is scaled to zero: it waits on its finalizer...
+        controller.stop()
+        kc(control_plane, "delete", "pipelinerun", "orphan", *ns, "--wait=false")
+        time.sleep(3)
+        stuck = _run(control_plane, kube_namespace, "orphan") or {}
+        assert stuck["metadata"].get("deletionTimestamp") and stuck["metadata"]["finalizers"]
+        # ...and the controller, scaled up again, completes it.
+        controller.start()
+        _wait(
+            control_plane, "orphan to go", lambda: _run(control_plane, kube_namespace, "orphan") is None, 120
+        )
+        _wait(control_plane, "their Jobs to go", lambda: _jobs(control_plane, kube_namespace) == [], 120)
+        _wait(
+            control_plane,
+            "their pods to go",
+            lambda: not _pods(control_plane, kube_namespace, "dataops.io/run"),
+            120,
+        )
+    finally:
+        node_agent.start()
+    errors = [
+        line
+        for path in controller.logs
+        for line in path.read_text(errors="replace").splitlines()
+        if '"severity": "error"' in line or "Traceback" in line
+    ]
+    assert errors == [], errors[:5]
+
+
+WATCH_TIMEOUT = 20
+
+
+def test_a_silently_stalled_watch_is_replaced_within_its_timeout(
+    control_plane: Cluster, chart_controller: tuple[Controller, Path], kube_namespace: str, tmp_path: Path
+) -> None:
+    controller, _ = chart_controller
+    proxy = StallProxy("127.0.0.1", control_plane.port)
+    try:
+        config = yaml.safe_load(Path(controller.env["KUBECONFIG"]).read_text())
+        config["clusters"][0]["cluster"]["server"] = proxy.url
+        proxied = tmp_path / "proxied.kubeconfig"
+        proxied.write_text(yaml.safe_dump(config), encoding="utf-8")
+        controller.stop()
+        controller.env.update(KUBECONFIG=str(proxied), DATAOPS_WATCH_TIMEOUT_SECONDS=str(WATCH_TIMEOUT))
+        controller.start()
+        ns = ["-n", kube_namespace]
+        kc(control_plane, "apply", *ns, "-f", "-", stdin=_slow_run("before"))
+        _wait(
+            control_plane,
+            "the first run's Job",
+            lambda: "before-validate-1" in _jobs(control_plane, kube_namespace),
+        )
+        time.sleep(2)
+        frozen = proxy.stall()
+        assert frozen >= 2  # at least the watch streams and the client's connection
+        stalled_at = time.monotonic()
+        kc(control_plane, "apply", *ns, "-f", "-", stdin=_slow_run("after"))
+        _wait(
+            control_plane,
+            "the run created during the stall to get its Job",
+            lambda: "after-validate-1" in _jobs(control_plane, kube_namespace),
+            timeout=300,
+        )
+        took = time.monotonic() - stalled_at
+        print(f"\nwatch stalled with {frozen} connections frozen: the new run reconciled after {took:.0f} s")
+        # kopf drops a silent watch after the timeout + 5 s; the controller's own requests give up
+        # after 20 s and are retried 5 s later on a fresh connection.
+        assert took < WATCH_TIMEOUT + 5 + 20 + 5 + 15, f"reconciled only after {took:.0f} s"
+        assert _phase(control_plane, kube_namespace, "after") != ""
+    finally:
+        controller.stop()
+        proxy.close()
