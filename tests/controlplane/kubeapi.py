@@ -81,6 +81,12 @@ class KubeApi:
         )
         return _checked(method, path, response)
 
+    def text(self, path: str) -> str:
+        """A plain-text endpoint (``/metrics``, ``/livez?verbose``)."""
+        response = self._session.get(self.server + path, timeout=self.timeout)
+        response.raise_for_status()
+        return response.text
+
     def get(self, path: str, **params: Any) -> Json:
         return self.request("GET", path, params=params or None)
 

@@ -45,6 +45,7 @@ class Controller:
     argv: list[str]
     env: dict[str, str]
     log: Path
+    account: str = ""  # the chart's ServiceAccount the controller authenticates as
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
     logs: list[Path] = field(default_factory=list)
@@ -152,7 +153,7 @@ def chart_controller(
         HOME=os.environ.get("HOME", str(tmp_path)),
     )
     controller = Controller(
-        control_plane, [sys.executable, "-m", "controller", *args], env, tmp_path / "controller"
+        control_plane, [sys.executable, "-m", "controller", *args], env, tmp_path / "controller", account
     )
     controller.start()
     try:
