@@ -24,14 +24,15 @@ import hashlib
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx2 as httpx
 
+from controller.settings import DataflowSettings
+
 log = logging.getLogger("dataops.dataflow")
 
-DEFAULT_ENDPOINT = "https://dataflow.googleapis.com"
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 
 # Job states (Job.currentState), grouped as the controller reads them.
@@ -65,34 +66,6 @@ class AlreadyExists(DataflowError):
 
 class JobNotFound(DataflowError):
     """404: no job of this id in the project and region."""
-
-
-@dataclass(frozen=True)
-class DataflowSettings:
-    """Where and how stage jobs run (the controller's ``DATAOPS_DATAFLOW_*`` settings)."""
-
-    project: str = ""
-    region: str = ""
-    template: str = ""  # gs:// path of the stage flex template spec
-    service_account: str = ""  # the workers' service account (email)
-    network: str = ""
-    subnetwork: str = ""
-    temp_location: str = ""
-    staging_location: str = ""
-    labels: Mapping[str, str] = field(default_factory=dict)
-    max_workers: int = 0  # 0: Dataflow's default
-    use_public_ips: bool = False
-    endpoint: str = DEFAULT_ENDPOINT
-    anonymous: bool = False  # no credentials: a local endpoint (tests)
-
-    def missing(self) -> list[str]:
-        """The settings a launch cannot do without, by their environment variable names."""
-        wanted = {
-            "DATAOPS_DATAFLOW_PROJECT": self.project,
-            "DATAOPS_DATAFLOW_REGION": self.region,
-            "DATAOPS_DATAFLOW_TEMPLATE": self.template,
-        }
-        return [name for name, value in wanted.items() if not value]
 
 
 @dataclass(frozen=True)
@@ -190,15 +163,29 @@ TokenSource = Callable[[], Awaitable[str | None]]
 
 
 def adc_token_source() -> TokenSource:
-    """Bearer tokens from Application Default Credentials (Workload Identity on GKE), refreshed when due."""
+    """Bearer tokens from Application Default Credentials (Workload Identity on GKE), refreshed when due.
+
+    The credentials are looked up at the first request, so a controller without any still starts.
+    """
     import google.auth
+    import google.auth.exceptions
     import google.auth.transport.requests
 
-    credentials, _ = google.auth.default(scopes=list(SCOPES))
     lock = asyncio.Lock()
+    found: list[Any] = []
 
     async def token() -> str | None:
         async with lock:
+            if not found:
+                try:
+                    credentials, _ = await asyncio.to_thread(google.auth.default, scopes=list(SCOPES))
+                except google.auth.exceptions.DefaultCredentialsError as exc:
+                    raise DataflowError(
+                        f"no Google credentials for Dataflow: {exc} (on GKE, bind the controller's "
+                        "Kubernetes service account to a Google service account with Workload Identity)"
+                    ) from None
+                found.append(credentials)
+            credentials = found[0]
             if not credentials.valid:
                 request = google.auth.transport.requests.Request()
                 await asyncio.to_thread(credentials.refresh, request)
