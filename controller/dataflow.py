@@ -383,6 +383,24 @@ class DataflowClient:
             return job
         return DataflowJob.from_resource(body)
 
+    async def counters(self, job_id: str, namespace: str = "dataops") -> dict[str, int]:
+        """The job's committed user counters of one namespace (``jobs.getMetrics``), summed over steps."""
+        body = await self._request("GET", f"/jobs/{job_id}/metrics", f"read the metrics of job {job_id}")
+        found: dict[str, int] = {}
+        for update in body.get("metrics") or []:
+            name = update.get("name") or {}
+            context = name.get("context") or {}
+            if name.get("origin") != "user" or context.get("namespace") != namespace:
+                continue
+            if str(context.get("tentative", "")).lower() == "true":
+                continue  # attempted values; the committed ones come beside them
+            try:
+                value = int(update.get("scalar", 0))
+            except (TypeError, ValueError):
+                continue
+            found[str(name.get("name", ""))] = found.get(str(name.get("name", "")), 0) + value
+        return found
+
     async def error_messages(self, job_id: str, limit: int = 5) -> list[str]:
         """The job's JOB_MESSAGE_ERROR texts, oldest first (at most ``limit``)."""
         body = await self._request(

@@ -91,13 +91,17 @@ async def observe(
         else:
             job = await client.find_active(name)
         state = job.state if job is not None else None
-        errors = (
-            await client.error_messages(job.id) if job is not None and state == "JOB_STATE_FAILED" else []
-        )
+        errors: list[str] = []
+        counters: dict[str, int] = {}
+        if job is not None and state == "JOB_STATE_FAILED":
+            errors = await client.error_messages(job.id)
+        if job is not None and state == "JOB_STATE_DONE":
+            counters = await client.counters(job.id)
     except DataflowError as exc:
         log.warning("run %s/%s stage %s: cannot read its Dataflow job: %s", namespace, run, st.name, exc)
         return None
-    return outcome_of_dataflow_job(st.name, st.attempt, st.dataflow_job_id or "?", name, state, errors)
+    job_id = job.id if job is not None else st.dataflow_job_id or "?"
+    return outcome_of_dataflow_job(st.name, st.attempt, job_id, name, state, errors, counters)
 
 
 async def stop(client: DataflowClient | None, namespace: str, run: str, st: StageStatus) -> None:

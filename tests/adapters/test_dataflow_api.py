@@ -135,6 +135,7 @@ async def test_a_launched_stage_runs_on_the_direct_runner_until_done(
     done = await until_terminal(client, job.id)
 
     assert done.state == "JOB_STATE_DONE"
+    assert await client.counters(job.id) == {"rows_read": 4, "rows_written": 3, "rows_rejected": 0}
     assert table_rows(tmp_path, TDS, "item_id") == [
         {"item_id": "a", "kind": "vm", "cost": 12.0},
         {"item_id": "b", "kind": "disk", "cost": 5.5},

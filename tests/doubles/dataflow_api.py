@@ -8,7 +8,11 @@ It answers the calls the controller makes, with the shapes the REST reference do
   ``currentStateTime``, ``createTime``, ``location``, ``labels``, ``environment``, ...);
 - ``PUT .../jobs/{jobId}`` with ``requestedState: JOB_STATE_CANCELLED`` -> the Job, cancelled;
 - ``GET .../jobs?filter=ACTIVE|TERMINATED|ALL&name=`` -> ``{"jobs": [...]}``;
-- ``GET .../jobs/{jobId}/messages?minimumImportance=`` -> ``{"jobMessages": [...]}``.
+- ``GET .../jobs/{jobId}/messages?minimumImportance=`` -> ``{"jobMessages": [...]}``;
+- ``GET .../jobs/{jobId}/metrics`` -> JobMetrics: the pipeline's user counters (namespace ``dataops``),
+  committed and tentative, as Dataflow reports a Beam ``Metrics.counter``. The stage's process keeps its
+  counters to itself, so the double reports the ones its result carries: ``rows_read`` (rows in),
+  ``rows_written`` (rows out), ``rows_rejected``.
 
 Errors come in Google's JSON error shape (``{"error": {"code", "message", "status", "details"}}``).
 
@@ -125,6 +129,7 @@ class DataflowDouble:
         app.router.add_get(base + "/jobs/{job_id}", self._get)
         app.router.add_put(base + "/jobs/{job_id}", self._update)
         app.router.add_get(base + "/jobs/{job_id}/messages", self._messages)
+        app.router.add_get(base + "/jobs/{job_id}/metrics", self._metrics)
         app.middlewares.append(self._record)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
@@ -277,6 +282,47 @@ class DataflowDouble:
         floor = order.index(least) if least in order else 0
         messages = [m for m in job.messages if order.index(m["messageImportance"]) >= floor]
         return web.json_response({"jobMessages": messages})
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        job = self._find(request.match_info["job_id"])
+        if job is None:
+            return self._not_found(request.match_info["job_id"])
+        result = {}
+        if job.result_file is not None and job.result_file.exists():
+            result = json.loads(job.result_file.read_text(encoding="utf-8"))
+        counters = {
+            "rows_read": result.get("rows_in", 0),
+            "rows_written": result.get("rows_out", 0),
+            "rows_rejected": result.get("rows_rejected", 0),
+        }
+        metrics = []
+        for name, value in counters.items():
+            for tentative in (False, True):
+                context = {"namespace": "dataops", "step": "s2"}
+                if tentative:
+                    context["tentative"] = "true"
+                metrics.append(
+                    {
+                        "name": {"origin": "user", "name": name, "context": context},
+                        "kind": "Sum",
+                        "cumulative": True,
+                        "scalar": value,
+                        "updateTime": _now(),
+                    }
+                )
+        metrics.append(
+            {
+                "name": {
+                    "origin": "dataflow/v1b3",
+                    "name": "ElementCount",
+                    "context": {"output_user_name": "Read"},
+                },
+                "kind": "Sum",
+                "scalar": 999,
+                "updateTime": _now(),
+            }
+        )
+        return web.json_response({"metricTime": _now(), "metrics": metrics})
 
     def _not_found(self, job_id: str) -> web.Response:
         return _error(

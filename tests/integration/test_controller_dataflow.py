@@ -124,6 +124,13 @@ async def test_beam_stages_run_as_dataflow_jobs_until_the_run_succeeds(
     assert stages["transform"]["dataflowJobId"] == transform.id
     assert stages["transform"]["job"] == "default-shop-transform-1"
     assert stages["aggregate"]["dataflowJobId"] == aggregate.id
+    assert (stages["transform"]["rowsIn"], stages["transform"]["rowsOut"]) == (4, 3), stages["transform"][
+        "message"
+    ]
+    assert stages["aggregate"]["rowsOut"] == 2
+    assert stages["transform"]["message"].startswith(
+        f"Dataflow job default-shop-transform-1 ({transform.id}) done"
+    )
     assert stages["validate"]["job"] == "shop-validate-1" and stages["validate"]["dataflowJobId"] == ""
     assert transform.resource["labels"]["dataops-run-uid"] == "uid-shop"
     assert await get_json(dataflow_cluster, f"{JOBS}/shop-transform-1") is None
