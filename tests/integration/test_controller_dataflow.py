@@ -191,3 +191,22 @@ async def test_a_launch_refused_for_a_missing_role_fails_the_run_naming_the_role
     assert "roles/dataflow.developer on project test-project" in run["status"]["message"]
     assert run["status"]["stages"][2]["reason"] == "PermissionDenied"
     assert double.jobs == {}
+
+
+async def test_deleting_a_run_cancels_its_running_dataflow_job_before_it_goes(
+    dataflow_cluster: kmock.KubernetesEmulator, double: DataflowDouble
+) -> None:
+    double.hold()
+    await create_run(dataflow_cluster, "gone")
+    with operator() as runner:
+        await load_by_hand(dataflow_cluster, "gone")
+        await wait_for(launched(double, "default-gone-transform-1"))
+        await wait_for(phase_is(dataflow_cluster, "gone", "Transforming"))
+        await dataflow_cluster.delete(f"{RUNS}/gone")
+
+        async def deleted() -> bool:
+            return await get_json(dataflow_cluster, f"{RUNS}/gone") is None
+
+        await wait_for(deleted)
+    assert runner.exception is None
+    assert double.state(double.job_named("default-gone-transform-1").id) == "JOB_STATE_CANCELLED"
