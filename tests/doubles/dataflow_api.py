@@ -57,7 +57,7 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def _error(code: int, status: str, message: str, reason: str = "", **metadata: str) -> web.Response:
+def google_error(code: int, status: str, message: str, reason: str = "", **metadata: str) -> web.Response:
     details = []
     if reason:
         details.append(
@@ -185,10 +185,10 @@ class DataflowDouble:
         if request.match_info.get("project") not in (None, self.project) or request.match_info.get(
             "location"
         ) not in (None, self.location):
-            return _error(404, "NOT_FOUND", f"(unknown project or location) {request.path}")
+            return google_error(404, "NOT_FOUND", f"(unknown project or location) {request.path}")
         if self._throttle > 0:
             self._throttle -= 1
-            return _error(
+            return google_error(
                 429,
                 "RESOURCE_EXHAUSTED",
                 "Quota exceeded for quota metric 'Job create requests' and limit 'Job create requests "
@@ -204,7 +204,7 @@ class DataflowDouble:
         name = str(param.get("jobName", ""))
         if self._deny:
             permission = self._deny.pop(0)
-            return _error(
+            return google_error(
                 403,
                 "PERMISSION_DENIED",
                 f"Permission '{permission}' denied on project: '{self.project}'",
@@ -213,12 +213,12 @@ class DataflowDouble:
                 resource=f"projects/{self.project}",
             )
         if not param.get("containerSpecGcsPath", "").startswith("gs://"):
-            return _error(400, "INVALID_ARGUMENT", "containerSpecGcsPath must be a gs:// path")
+            return google_error(400, "INVALID_ARGUMENT", "containerSpecGcsPath must be a gs:// path")
         with self._lock:
             for job in self.jobs.values():
                 self._refresh(job)
                 if job.resource["name"] == name and job.resource["currentState"] in ACTIVE:
-                    return _error(
+                    return google_error(
                         409,
                         "ALREADY_EXISTS",
                         f"(1a2b3c): The workflow could not be created. Causes: (4d5e6f): There is already "
@@ -242,10 +242,12 @@ class DataflowDouble:
             return self._not_found(request.match_info["job_id"])
         body = await request.json()
         if body.get("requestedState") != "JOB_STATE_CANCELLED":
-            return _error(400, "INVALID_ARGUMENT", f"unsupported requestedState {body.get('requestedState')}")
+            return google_error(
+                400, "INVALID_ARGUMENT", f"unsupported requestedState {body.get('requestedState')}"
+            )
         with self._lock:
             if job.resource["currentState"] not in ACTIVE:
-                return _error(
+                return google_error(
                     400,
                     "FAILED_PRECONDITION",
                     f"Workflow modification failed. Causes: (7a8b): Could not cancel workflow; "
@@ -325,7 +327,7 @@ class DataflowDouble:
         return web.json_response({"metricTime": _now(), "metrics": metrics})
 
     def _not_found(self, job_id: str) -> web.Response:
-        return _error(
+        return google_error(
             404,
             "NOT_FOUND",
             f"(8c9d): Information about job {job_id} could not be found in our system. Please double check "
