@@ -14,6 +14,9 @@ from typing import Any
 import kmock
 import pytest
 
+from controller import dataflow_stage
+from controller.dataflow import DataflowClient, DataflowJob
+from controller.settings import DataflowSettings, Settings
 from tests.doubles.dataflow_api import DataflowDouble, dataflow_double
 from tests.doubles.stage_runs import BDS, SPEC, TDS, seed_raw_table, table_rows
 from tests.integration.test_controller_kmock import (  # the kmock cluster and its helpers
@@ -210,3 +213,52 @@ async def test_deleting_a_run_cancels_its_running_dataflow_job_before_it_goes(
         await wait_for(deleted)
     assert runner.exception is None
     assert double.state(double.job_named("default-gone-transform-1").id) == "JOB_STATE_CANCELLED"
+
+
+async def test_a_restarted_controller_follows_the_job_it_launched_without_a_second_launch(
+    dataflow_cluster: kmock.KubernetesEmulator, double: DataflowDouble
+) -> None:
+    double.hold()
+    await create_run(dataflow_cluster, "steady")
+    with operator():
+        await load_by_hand(dataflow_cluster, "steady")
+        await wait_for(launched(double, "default-steady-transform-1"))
+        await wait_for(phase_is(dataflow_cluster, "steady", "Transforming"))
+    double.release()
+    with operator() as runner:
+        run = await wait_for(phase_is(dataflow_cluster, "steady", "Succeeded"), timeout=300)
+    assert runner.exception is None
+    transforms = [j for j in double.jobs.values() if j.resource["name"] == "default-steady-transform-1"]
+    assert len(transforms) == 1
+    assert run["status"]["stages"][2]["dataflowJobId"] == transforms[0].id
+
+
+async def test_a_launch_whose_record_was_lost_reattaches_to_the_active_job_of_its_name(
+    dataflow_cluster: kmock.KubernetesEmulator, double: DataflowDouble, tmp_path: Path
+) -> None:
+    double.hold()
+    client = DataflowClient(
+        DataflowSettings(
+            project="test-project",
+            region="europe-west1",
+            template="gs://staging/templates/stage.json",
+            endpoint=double.url,
+            anonymous=True,
+        )
+    )
+    body = {"metadata": {"name": "lost", "namespace": "default", "uid": "uid-lost"}, "spec": SPEC}
+    settings = Settings(workdir=str(tmp_path / "work"), dataflow=client.settings)
+    earlier = await dataflow_stage.launch(client, body, "transform", 1, "2026-02-03T04:05:06+00:00", settings)
+    await client.close()
+    assert isinstance(earlier, DataflowJob)
+    # What a controller that launched the job but died before writing the status leaves behind.
+    await create_run(dataflow_cluster, "lost")
+    with operator():
+        await load_by_hand(dataflow_cluster, "lost")
+        await wait_for(phase_is(dataflow_cluster, "lost", "Transforming"))
+        double.release()
+        run = await wait_for(phase_is(dataflow_cluster, "lost", "Succeeded"), timeout=300)
+    assert [j.id for j in double.jobs.values() if j.resource["name"] == "default-lost-transform-1"] == [
+        earlier.id
+    ]
+    assert run["status"]["stages"][2]["dataflowJobId"] == earlier.id

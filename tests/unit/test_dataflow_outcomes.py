@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import UTC, datetime
+
 import pytest
 
 from controller.observe import outcome_of_dataflow_job
-from controller.planner import Outcome, StageRows
+from controller.planner import Outcome, RunStatus, StageRows, StageStatus, StartStage, plan
+from controller.spec import PipelineRunSpec
+from tests.doubles.stage_runs import SPEC
 
 pytestmark = pytest.mark.unit
 
@@ -67,3 +72,33 @@ def test_a_job_cancelled_outside_the_operator_fails_the_run_without_retry_and_sa
 @pytest.mark.parametrize("state", [None, "JOB_STATE_UPDATED"])
 def test_a_vanished_or_replaced_job_is_an_infrastructure_failure(state: str | None) -> None:
     assert outcome(state).kind == "infra"
+
+
+def test_a_new_attempt_forgets_the_job_of_the_last_one() -> None:
+    spec = PipelineRunSpec.model_validate({**SPEC, "retries": {"limit": 2, "backoffSeconds": 0}})
+    now = datetime(2026, 2, 3, tzinfo=UTC)
+    stages = tuple(
+        StageStatus(name=s, state="Succeeded") if s in ("validate", "load") else StageStatus(name=s)
+        for s in ("validate", "load", "transform", "aggregate")
+    )
+    running = replace(
+        stages[2],
+        state="Running",
+        attempt=1,
+        start_time=now,
+        job="default-shop-transform-1",
+        dataflow_job_id="j1",
+    )
+    status = RunStatus(phase="Transforming", stages=(*stages[:2], running, stages[3]), start_time=now)
+
+    again = plan(spec, status, {"transform": replace(outcome("JOB_STATE_FAILED"), attempt=1)}, now)
+
+    transform = again.status.stage("transform")
+    assert transform is not None
+    assert (transform.state, transform.attempt, transform.job, transform.dataflow_job_id) == (
+        "Running",
+        2,
+        "",
+        "",
+    )
+    assert StartStage("transform", 2) in again.actions
