@@ -159,6 +159,40 @@ def _permission_message(what: str, settings: DataflowSettings, detail: str, meta
     )
 
 
+def location_url(settings: DataflowSettings) -> str:
+    """The REST collection of the project and region: ``.../v1b3/projects/P/locations/R``."""
+    return f"{settings.endpoint.rstrip('/')}/v1b3/projects/{settings.project}/locations/{settings.region}"
+
+
+def launch_request(
+    settings: DataflowSettings, name: str, parameters: Mapping[str, str], labels: Mapping[str, str]
+) -> dict[str, Any]:
+    """The LaunchFlexTemplateRequest of one stage job: template, parameters and runtime environment."""
+    s = settings
+    environment: dict[str, Any] = {
+        "additionalUserLabels": dict(labels),
+        "ipConfiguration": "WORKER_IP_PUBLIC" if s.use_public_ips else "WORKER_IP_PRIVATE",
+    }
+    optional = {
+        "serviceAccountEmail": s.service_account,
+        "network": s.network,
+        "subnetwork": s.subnetwork,
+        "tempLocation": s.temp_location,
+        "stagingLocation": s.staging_location,
+    }
+    environment.update({k: v for k, v in optional.items() if v})
+    if s.max_workers:
+        environment["maxWorkers"] = s.max_workers
+    return {
+        "launchParameter": {
+            "jobName": name,
+            "containerSpecGcsPath": s.template,
+            "parameters": dict(parameters),
+            "environment": environment,
+        }
+    }
+
+
 TokenSource = Callable[[], Awaitable[str | None]]
 
 
@@ -222,8 +256,7 @@ class DataflowClient:
 
     @property
     def _base(self) -> str:
-        s = self.settings
-        return f"{s.endpoint.rstrip('/')}/v1b3/projects/{s.project}/locations/{s.region}"
+        return location_url(self.settings)
 
     async def _request(
         self,
@@ -283,34 +316,6 @@ class DataflowClient:
             f"Dataflow could not {what} ({code} {status}): {message}", code, reason, temporary=code >= 500
         )
 
-    def launch_body(
-        self, name: str, parameters: Mapping[str, str], labels: Mapping[str, str]
-    ) -> dict[str, Any]:
-        """The LaunchFlexTemplateRequest of one stage job: template, parameters and runtime environment."""
-        s = self.settings
-        environment: dict[str, Any] = {
-            "additionalUserLabels": dict(labels),
-            "ipConfiguration": "WORKER_IP_PUBLIC" if s.use_public_ips else "WORKER_IP_PRIVATE",
-        }
-        optional = {
-            "serviceAccountEmail": s.service_account,
-            "network": s.network,
-            "subnetwork": s.subnetwork,
-            "tempLocation": s.temp_location,
-            "stagingLocation": s.staging_location,
-        }
-        environment.update({k: v for k, v in optional.items() if v})
-        if s.max_workers:
-            environment["maxWorkers"] = s.max_workers
-        return {
-            "launchParameter": {
-                "jobName": name,
-                "containerSpecGcsPath": s.template,
-                "parameters": dict(parameters),
-                "environment": environment,
-            }
-        }
-
     async def launch(
         self, name: str, parameters: Mapping[str, str], labels: Mapping[str, str]
     ) -> DataflowJob:
@@ -323,7 +328,7 @@ class DataflowClient:
                 "POST",
                 "/flexTemplates:launch",
                 f"launch job {name}",
-                json=self.launch_body(name, parameters, labels),
+                json=launch_request(self.settings, name, parameters, labels),
             )
         except AlreadyExists as exc:
             existing = await self.find_active(name)

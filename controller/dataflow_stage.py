@@ -10,7 +10,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from controller.dataflow import DataflowClient, DataflowError, DataflowJob, JobNotFound, job_labels, job_name
+from controller.dataflow import (
+    DataflowClient,
+    DataflowError,
+    DataflowJob,
+    JobNotFound,
+    job_labels,
+    job_name,
+    launch_request,
+    location_url,
+)
 from controller.manifests import run_document
 from controller.observe import outcome_of_dataflow_job
 from controller.planner import Outcome, StageStatus
@@ -28,6 +37,31 @@ def template_parameters(
         "run": run_document(run),
         "workdir": settings.workdir,
         "started_at": started_at,
+    }
+
+
+def _launch_of(
+    run: dict[str, Any], stage: str, attempt: int, started_at: str, settings: Settings
+) -> tuple[str, dict[str, str], dict[str, str]]:
+    """The job name, template parameters and labels of one stage attempt."""
+    meta = run["metadata"]
+    namespace = meta.get("namespace", "default")
+    name = job_name(namespace, meta["name"], stage, attempt)
+    labels = job_labels(settings.dataflow, namespace, meta["name"], meta.get("uid", ""), stage, attempt)
+    return name, template_parameters(run, stage, started_at, settings), labels
+
+
+def launch_document(
+    run: dict[str, Any], stage: str, attempt: int, started_at: str, settings: Settings
+) -> dict[str, Any]:
+    """The request that launches a stage attempt on Dataflow, as ``dataops render`` prints it."""
+    name, parameters, labels = _launch_of(run, stage, attempt, started_at, settings)
+    return {
+        "dataflowLaunch": {
+            "method": "POST",
+            "url": f"{location_url(settings.dataflow)}/flexTemplates:launch",
+            "body": launch_request(settings.dataflow, name, parameters, labels),
+        }
     }
 
 
@@ -61,12 +95,9 @@ async def launch(
     refused = not_configured(stage, attempt, settings)
     if refused is not None or client is None:
         return refused or Outcome(stage, attempt, "bad_input", reason="DataflowNotConfigured")
-    meta = run["metadata"]
-    namespace = meta.get("namespace", "default")
-    name = job_name(namespace, meta["name"], stage, attempt)
-    labels = job_labels(settings.dataflow, namespace, meta["name"], meta.get("uid", ""), stage, attempt)
+    name, parameters, labels = _launch_of(run, stage, attempt, started_at, settings)
     try:
-        return await client.launch(name, template_parameters(run, stage, started_at, settings), labels)
+        return await client.launch(name, parameters, labels)
     except DataflowError as exc:
         if exc.temporary:
             raise

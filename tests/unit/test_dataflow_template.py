@@ -7,12 +7,16 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
+from typer.testing import CliRunner
 
 from beam.stages.flex import PARAMETERS, RUN_ENV, stage_command
+from controller.cli import app
 from controller.dataflow_stage import template_parameters
 from controller.manifests import RUN_ENV as CONTROLLER_RUN_ENV
 from controller.settings import Settings
 from controller.stages import DATAFLOW_STAGES
+from tests.doubles.stage_runs import SPEC
 
 pytestmark = pytest.mark.unit
 
@@ -58,3 +62,32 @@ def test_the_entry_file_runs_the_stage_command_with_the_run_in_its_variable() ->
 def test_a_launch_without_its_required_parameters_is_refused_naming_them() -> None:
     with pytest.raises(ValueError, match="run, workdir"):
         stage_command({"stage": "transform"})
+
+
+def test_render_prints_the_launch_request_of_stages_that_run_on_dataflow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = tmp_path / "shop.yaml"
+    doc = {
+        "apiVersion": "dataops.io/v1alpha1",
+        "kind": "PipelineRun",
+        "metadata": {"name": "shop"},
+        "spec": SPEC,
+    }
+    spec.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    monkeypatch.setenv("DATAOPS_DATAFLOW_PROJECT", "my-project")
+    monkeypatch.setenv("DATAOPS_DATAFLOW_REGION", "europe-west1")
+    monkeypatch.setenv("DATAOPS_DATAFLOW_TEMPLATE", "gs://b/templates/stage.json")
+
+    out = CliRunner().invoke(app, ["render", str(spec)])
+
+    assert out.exit_code == 0, out.output
+    docs = list(yaml.safe_load_all(out.stdout))
+    assert [d.get("kind") for d in docs] == ["Job", "Job", None, None]
+    launch = docs[2]["dataflowLaunch"]
+    assert launch["url"] == (
+        "https://dataflow.googleapis.com/v1b3/projects/my-project/locations/europe-west1/flexTemplates:launch"
+    )
+    assert launch["body"]["launchParameter"]["jobName"] == "default-shop-transform-1"
+    assert launch["body"]["launchParameter"]["parameters"]["stage"] == "transform"
+    assert docs[3]["dataflowLaunch"]["body"]["launchParameter"]["jobName"] == "default-shop-aggregate-1"
