@@ -262,3 +262,17 @@ async def test_a_launch_whose_record_was_lost_reattaches_to_the_active_job_of_it
         earlier.id
     ]
     assert run["status"]["stages"][2]["dataflowJobId"] == earlier.id
+
+
+async def test_a_dataflow_stage_over_its_timeout_has_its_job_cancelled(
+    dataflow_cluster: kmock.KubernetesEmulator, double: DataflowDouble
+) -> None:
+    double.hold()
+    await create_run(dataflow_cluster, "slow", {**SPEC, "timeouts": {"stageSeconds": 8}})
+    with operator():
+        await load_by_hand(dataflow_cluster, "slow")
+        await wait_for(launched(double, "default-slow-transform-1"))
+        run = await wait_for(phase_is(dataflow_cluster, "slow", "Failed"))
+    job = double.job_named("default-slow-transform-1")
+    assert run["status"]["reason"] == "Timeout"
+    assert double.state(job.id) == "JOB_STATE_CANCELLED"
