@@ -6,6 +6,7 @@ A thin async client of the Dataflow REST API v1b3 (``https://dataflow.googleapis
 - ``projects.locations.jobs.get`` polls its ``currentState``;
 - ``projects.locations.jobs.update`` with ``requestedState: JOB_STATE_CANCELLED`` cancels it;
 - ``projects.locations.jobs.messages.list`` (``JOB_MESSAGE_ERROR``) says why a job failed;
+- ``projects.locations.jobs.getMetrics`` reads the pipeline's user counters (rows read and written);
 - ``projects.locations.jobs.list`` by name finds the active job of a name again.
 
 Job names are deterministic (:func:`job_name`), and Dataflow refuses a second *active* job of a name
