@@ -121,16 +121,21 @@ async def observe(
                 job = None
         else:
             job = await client.find_active(name)
-        state = job.state if job is not None else None
-        errors: list[str] = []
-        counters: dict[str, int] = {}
+    except DataflowError as exc:
+        log.warning("run %s/%s stage %s: cannot read its Dataflow job: %s", namespace, run, st.name, exc)
+        return None
+    state = job.state if job is not None else None
+    errors: list[str] = []
+    counters: dict[str, int] = {}
+    try:  # the job's end is known: what it says about it is a bonus, never a reason to wait
         if job is not None and state == "JOB_STATE_FAILED":
             errors = await client.error_messages(job.id)
         if job is not None and state == "JOB_STATE_DONE":
             counters = await client.counters(job.id)
     except DataflowError as exc:
-        log.warning("run %s/%s stage %s: cannot read its Dataflow job: %s", namespace, run, st.name, exc)
-        return None
+        log.warning("run %s/%s stage %s: Dataflow job %s: %s", namespace, run, st.name, state, exc)
+        if state == "JOB_STATE_FAILED":
+            errors = [f"(its error messages could not be read: {exc})"]
     job_id = job.id if job is not None else st.dataflow_job_id or "?"
     return outcome_of_dataflow_job(st.name, st.attempt, job_id, name, state, errors, counters)
 
