@@ -49,8 +49,8 @@ def stage_to_dict(s: StageStatus) -> dict[str, Any]:
             "rowsOut": s.rows.rows_out,
             "rowsRejected": s.rows.rows_rejected,
             "tables": list(s.tables),
-            "job": s.job,
-            "dataflowJobId": s.dataflow_job_id,
+            "job": s.job or None,  # the Job, or the Dataflow job's name (absent before it starts)
+            "dataflowJobId": s.dataflow_job_id or None,  # absent but on Dataflow
             "reason": s.reason,
             "message": s.message[:2000],
         }

@@ -134,7 +134,7 @@ async def test_beam_stages_run_as_dataflow_jobs_until_the_run_succeeds(
     assert stages["transform"]["message"].startswith(
         f"Dataflow job default-shop-transform-1 ({transform.id}) done"
     )
-    assert stages["validate"]["job"] == "shop-validate-1" and stages["validate"]["dataflowJobId"] == ""
+    assert stages["validate"]["job"] == "shop-validate-1" and "dataflowJobId" not in stages["validate"]
     assert transform.resource["labels"]["dataops-run-uid"] == "uid-shop"
     assert await get_json(dataflow_cluster, f"{JOBS}/shop-transform-1") is None
     workdir = tmp_path / "work"
