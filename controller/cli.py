@@ -382,14 +382,18 @@ def render(
     spec: Annotated[Path, typer.Argument(help="PipelineRun YAML file")],
     attempt: Annotated[int, typer.Option(help="The attempt number to render")] = 1,
 ) -> None:
-    """Print the Kubernetes objects a run's stages would create, with the controller's settings."""
+    """Print the Kubernetes objects a run's stages would create, with the controller's settings.
+
+    Stages that run on Dataflow (``runner: dataflow``) print the launch request the controller sends.
+    """
     import os
 
     import yaml
 
+    from controller.dataflow_stage import launch_document
     from controller.manifests import build_stage_job
     from controller.settings import settings_from_env
-    from controller.stages import stages_of
+    from controller.stages import runs_on_dataflow, stages_of
 
     try:
         pipeline_run = load_checked(spec)
@@ -409,7 +413,9 @@ def render(
     }
     settings = settings_from_env(os.environ)
     docs = [
-        build_stage_job(body, stage, attempt, "<run start time>", settings)
+        launch_document(body, stage, attempt, "<run start time>", settings)
+        if runs_on_dataflow(pipeline_run.spec, stage)
+        else build_stage_job(body, stage, attempt, "<run start time>", settings)
         for stage in stages_of(pipeline_run.spec)
     ]
     sys.stdout.write(yaml.safe_dump_all(docs, sort_keys=False, width=120))

@@ -16,12 +16,12 @@ RUNS = (GROUP, VERSION, "pipelineruns")
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    memo.rt = operator.Runtime(settings=operator.configure(settings), kube=Kube.from_environment())
+    memo.rt = operator.new_runtime(settings, Kube.from_environment())
 
 
 @kopf.on.cleanup()
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
-    await memo.rt.kube.close()
+    await operator.close_runtime(memo.rt)
 
 
 @kopf.on.event(*RUNS)
@@ -48,7 +48,9 @@ async def stage_job_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.delete(*RUNS)
 async def run_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    await operator.cleanup_run(memo.rt, body.metadata.namespace or "default", body.metadata.name or "")
+    await operator.cleanup_run(
+        memo.rt, body.metadata.namespace or "default", body.metadata.name or "", dict(body.status)
+    )
 
 
 SOURCES = (GROUP, VERSION, "ingestionsources")

@@ -168,3 +168,66 @@ def outcome_of(
                 stage, attempt, "infra", message=f"pod {pod['metadata']['name']}: {waiting}", reason=waiting
             )
     return Outcome(stage, attempt, "running")
+
+
+# Dataflow job states (Job.currentState) a stage attempt is still running in.
+DATAFLOW_RUNNING = frozenset(
+    {
+        "JOB_STATE_UNKNOWN",
+        "JOB_STATE_STOPPED",  # not yet started
+        "JOB_STATE_PENDING",
+        "JOB_STATE_QUEUED",
+        "JOB_STATE_RUNNING",
+        "JOB_STATE_CANCELLING",
+        "JOB_STATE_DRAINING",
+        "JOB_STATE_RESOURCE_CLEANING_UP",  # done, its resources being released
+    }
+)
+
+
+def dataflow_rows(counters: dict[str, int]) -> StageRows:
+    """A stage's rows from its pipeline's counters: ``rows_read`` in, ``rows_written[...]`` out."""
+    written = sum(v for k, v in counters.items() if k == "rows_written" or k.startswith("rows_written["))
+    return StageRows(counters.get("rows_read", 0), written, counters.get("rows_rejected", 0))
+
+
+def outcome_of_dataflow_job(
+    stage: str,
+    attempt: int,
+    job_id: str,
+    name: str,
+    state: str | None,
+    errors: list[str],
+    counters: dict[str, int] | None = None,
+) -> Outcome:
+    """The outcome of a stage attempt run as a Dataflow job, from the job's state (None: not found).
+
+    - ``JOB_STATE_DONE`` -> ``succeeded``, with the rows its pipeline counted;
+    - ``JOB_STATE_FAILED`` -> ``app`` (retried up to ``spec.retries.limit``), with the job's error messages;
+    - ``JOB_STATE_CANCELLED`` or drained while the run still wanted it (someone stopped it outside the
+      operator) -> ``bad_input``: the run fails at once, saying who to ask;
+    - a job that vanished, or was replaced (``JOB_STATE_UPDATED``) -> ``infra``;
+    - anything else (queued, pending, running, cancelling, ...) -> ``running``.
+    """
+    what = f"Dataflow job {name} ({job_id})"
+    if state is None:
+        return Outcome(stage, attempt, "infra", message=f"{what} vanished", reason="DataflowJobVanished")
+    if state in DATAFLOW_RUNNING:
+        return Outcome(stage, attempt, "running")
+    if state == "JOB_STATE_DONE":
+        rows = dataflow_rows(counters or {})
+        message = f"{what} done: {rows.rows_out} rows written from {rows.rows_in} rows read"
+        return Outcome(stage, attempt, "succeeded", message=message, rows=rows)
+    if state == "JOB_STATE_FAILED":
+        detail = "; ".join(errors) if errors else "no error message was reported (see the job's logs)"
+        return Outcome(stage, attempt, "app", message=f"{what} failed: {detail}", reason="DataflowJobFailed")
+    if state in ("JOB_STATE_CANCELLED", "JOB_STATE_DRAINED"):
+        return Outcome(
+            stage,
+            attempt,
+            "bad_input",
+            message=f"{what} was {state.removeprefix('JOB_STATE_').lower()} outside the operator "
+            "(to stop a run, set spec.cancel: true)",
+            reason="DataflowJobCancelled",
+        )
+    return Outcome(stage, attempt, "infra", message=f"{what} ended as {state}", reason="DataflowJobLost")

@@ -18,7 +18,10 @@ from typing import Any
 import kopf
 from prometheus_client import Counter, Gauge, Histogram
 
+from controller import dataflow_stage
+from controller import status as status_codec
 from controller.admission import DONE, WAITING, Admission, state_of
+from controller.dataflow import DataflowClient, DataflowError
 from controller.kube import Kube, KubeError
 from controller.manifests import LABEL_RUN
 from controller.objects import ListingError
@@ -46,6 +49,7 @@ STAGE_SECONDS = Histogram(
 class Runtime:
     settings: Settings
     kube: Kube
+    dataflow: DataflowClient | None = None  # set when the controller has Dataflow settings
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     locks: defaultdict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
     # run key -> (resourceVersion, status) of our last write: an event showing anything else is older
@@ -53,6 +57,7 @@ class Runtime:
     timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
     phases: dict[str, str] = field(default_factory=dict)
     admission: Admission = field(default_factory=lambda: Admission(0))
+    closed: bool = False  # the operator is stopping: no more timed wake-ups
 
     def __post_init__(self) -> None:
         self.admission.limit = self.settings.max_running_per_namespace
@@ -87,6 +92,23 @@ CONFLICT_RETRIES = 5
 RETRY_SECONDS = 5.0  # a reconcile that failed (API error, timeout) is tried again this much later
 
 
+def new_runtime(settings: kopf.OperatorSettings, kube: Kube) -> Runtime:
+    """The runtime of a starting controller; with a Dataflow client if Dataflow is configured."""
+    ours = configure(settings)
+    dataflow = DataflowClient(ours.dataflow) if not ours.dataflow.missing() else None
+    return Runtime(settings=ours, kube=kube, dataflow=dataflow)
+
+
+async def close_runtime(rt: Runtime) -> None:
+    """Stop the timed wake-ups first: none may reach for a client closed under it."""
+    rt.closed = True
+    for key in list(rt.timers):
+        _cancel_timer(rt, key)
+    await rt.kube.close()
+    if rt.dataflow is not None:
+        await rt.dataflow.close()
+
+
 def _key(namespace: str, name: str) -> str:
     return f"{namespace}/{name}"
 
@@ -95,6 +117,8 @@ async def reconcile(rt: Runtime, namespace: str, name: str, body: dict[str, Any]
     """Reconcile one run, one at a time per run, from a fresh enough view of it."""
     key = _key(namespace, name)
     async with rt.locks[key]:
+        if rt.closed:
+            return
         if body is not None and key in rt.written and _is_our_last_write(body, rt.written[key]):
             return  # the echo of our own status write: nothing new to act on
         fresh = body is None or (key in rt.written and not _is_at_least(body, rt.written[key]))
@@ -110,7 +134,7 @@ async def reconcile(rt: Runtime, namespace: str, name: str, body: dict[str, Any]
                     return
                 result = await _queued(rt, body)
                 if result is None:
-                    result = await reconcile_run(body, rt.kube, rt.settings, rt.clock())
+                    result = await reconcile_run(body, rt.kube, rt.settings, rt.clock(), rt.dataflow)
                 if not result.changed:
                     break
                 try:
@@ -135,8 +159,10 @@ async def reconcile(rt: Runtime, namespace: str, name: str, body: dict[str, Any]
             RECONCILES.labels("error").inc()
             # Event handlers are not retried by kopf: the run's own timer tries again.
             delay = (exc.retry_after if isinstance(exc, KubeError) else None) or RETRY_SECONDS
+            if isinstance(exc, DataflowError):  # only temporary ones reach here (quota, unavailable)
+                delay = rt.settings.dataflow_poll_seconds
             _wake_in(rt, namespace, name, delay)
-            if isinstance(exc, KubeError) and exc.temporary:
+            if (isinstance(exc, KubeError) and exc.temporary) or isinstance(exc, DataflowError):
                 raise kopf.TemporaryError(str(exc), delay=delay) from None
             raise
         RECONCILES.labels("ok").inc()
@@ -256,6 +282,8 @@ def _schedule(rt: Runtime, namespace: str, name: str, result: Reconciled) -> Non
 def _wake_in(rt: Runtime, namespace: str, name: str, delay: float) -> None:
     key = _key(namespace, name)
     _cancel_timer(rt, key)
+    if rt.closed:
+        return
     loop = asyncio.get_running_loop()
     rt.timers[key] = loop.call_later(delay, lambda: _spawn(reconcile(rt, namespace, name, None)))
 
@@ -306,11 +334,21 @@ def job_news(job: dict[str, Any], event_type: str | None) -> bool:
     return ended or int(status.get("failed") or 0) > 0
 
 
-async def cleanup_run(rt: Runtime, namespace: str, name: str) -> None:
-    """The finalizer: stop everything a run started, then let it go."""
+async def cleanup_run(rt: Runtime, namespace: str, name: str, status: dict[str, Any] | None = None) -> None:
+    """The finalizer: stop everything a run started (its Jobs, its running Dataflow jobs), then let it go."""
     _forget(rt, _key(namespace, name))
     for job in await rt.kube.list("Job", namespace, {LABEL_RUN: name}):
         await rt.kube.delete("Job", job["metadata"]["name"], namespace)
+    for stage in status_codec.from_dict(status).stages:
+        if stage.state == "Running" and stage.dataflow_job_id and rt.dataflow is not None:
+            try:
+                await dataflow_stage.stop(rt.dataflow, namespace, name, stage)
+            except DataflowError as exc:
+                if exc.temporary:
+                    raise kopf.TemporaryError(str(exc), delay=rt.settings.dataflow_poll_seconds) from None
+                raise kopf.PermanentError(
+                    f"cannot cancel the Dataflow job of stage {stage.name}: {exc}"
+                ) from None
 
 
 def owner_run(job: dict[str, Any]) -> str | None:

@@ -46,6 +46,8 @@ class StageStatus:
     reason: str = ""
     rows: StageRows = field(default_factory=StageRows)
     tables: tuple[str, ...] = ()
+    job: str = ""  # the attempt's Job, or its Dataflow job's name (set by the executor)
+    dataflow_job_id: str = ""  # the attempt's Dataflow job id (``runner: dataflow`` stages)
 
 
 @dataclass(frozen=True)
@@ -201,6 +203,8 @@ def plan(spec: PipelineRunSpec, status: RunStatus, observed: dict[str, Outcome],
             retry_after=None,
             message="",
             reason="",
+            job="",
+            dataflow_job_id="",
         )
         status = _put(status, started)
         actions.append(StartStage(current.name, started.attempt))

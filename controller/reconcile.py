@@ -7,17 +7,21 @@ tested without a cluster and runs under kopf unchanged.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
 
+from controller import dataflow_stage
 from controller import status as status_codec
+from controller.dataflow import DataflowClient, DataflowError, DataflowJob
 from controller.kube import Kube
 from controller.manifests import build_stage_job, job_name
 from controller.observe import outcome_of
 from controller.planner import (
+    Action,
     Outcome,
     RecordEvent,
     RunStatus,
@@ -30,7 +34,7 @@ from controller.planner import (
 from controller.settings import Settings
 from controller.spec import PipelineRunSpec
 from controller.spec_check import semantic_problems
-from controller.stages import TERMINAL_PHASES
+from controller.stages import TERMINAL_PHASES, runs_on_dataflow
 
 
 @dataclass
@@ -95,11 +99,23 @@ def _resume(status: RunStatus, body: dict[str, Any], spec: PipelineRunSpec) -> R
 
 
 async def _observe(
-    kube: Kube, namespace: str, name: str, status: RunStatus, now: datetime, settings: Settings
+    kube: Kube,
+    namespace: str,
+    name: str,
+    status: RunStatus,
+    now: datetime,
+    settings: Settings,
+    spec: PipelineRunSpec,
+    dataflow: DataflowClient | None,
 ) -> dict[str, Outcome]:
     observed: dict[str, Outcome] = {}
     for st in status.stages:
         if st.state != "Running":
+            continue
+        if runs_on_dataflow(spec, st.name):
+            found = await dataflow_stage.observe(dataflow, namespace, name, st, settings)
+            if found is not None:
+                observed[st.name] = found
             continue
         jname = job_name(name, st.name, st.attempt)
         job, pods = await asyncio.gather(
@@ -131,7 +147,13 @@ def queued(body: dict[str, Any], spec: PipelineRunSpec, message: str, now: datet
     return Reconciled(doc, events, None, changed)
 
 
-async def reconcile_run(body: dict[str, Any], kube: Kube, settings: Settings, now: datetime) -> Reconciled:
+async def reconcile_run(
+    body: dict[str, Any],
+    kube: Kube,
+    settings: Settings,
+    now: datetime,
+    dataflow: DataflowClient | None = None,
+) -> Reconciled:
     meta = body["metadata"]
     name, namespace = meta["name"], meta.get("namespace", "default")
     generation = int(meta.get("generation", 1))
@@ -144,23 +166,71 @@ async def reconcile_run(body: dict[str, Any], kube: Kube, settings: Settings, no
     status = _resume(status_codec.from_dict(previous), body, spec)
     if status.phase in TERMINAL_PHASES and not spec.cancel:
         return Reconciled(previous, changed=False)
-    observed = await _observe(kube, namespace, name, status, now, settings)
+    observed = await _observe(kube, namespace, name, status, now, settings, spec, dataflow)
     step = plan(spec, status, observed, now)
     wake: datetime | None = None
     started_at = (step.status.start_time or now).isoformat(timespec="seconds")
-    for action in step.actions:
-        if isinstance(action, StartStage):
+    status, actions = step.status, list(step.actions)
+    todo: deque[Action] = deque(step.actions)
+    while todo:
+        action = todo.popleft()
+        if isinstance(action, StartStage) and runs_on_dataflow(spec, action.stage):
+            launched = await dataflow_stage.launch(
+                dataflow, body, action.stage, action.attempt, started_at, settings
+            )
+            if isinstance(launched, Outcome):  # refused for good: the planner decides what follows
+                again = plan(spec, status, {action.stage: launched}, now)
+                status = again.status
+                actions.extend(again.actions)
+                todo.extend(again.actions)
+                continue
+            status = _stage_ran_as(status, action.stage, launched)
+        elif isinstance(action, StartStage):
             job = build_stage_job(body, action.stage, action.attempt, started_at, settings)
             await kube.create_if_absent(job)
+            status = _stage_ran_as(status, action.stage, job["metadata"]["name"])
+        elif isinstance(action, StopStage) and runs_on_dataflow(spec, action.stage):
+            stopped = await _stop_dataflow(dataflow, namespace, name, status, action)
+            if stopped is not None:
+                actions.append(stopped)
         elif isinstance(action, StopStage):
             await kube.delete("Job", job_name(name, action.stage, action.attempt), namespace)
         elif isinstance(action, WaitUntil):
             wake = action.when if wake is None else min(wake, action.when)
-    doc = status_codec.to_dict(step.status, generation, now, previous)
+    if any(s.state == "Running" and runs_on_dataflow(spec, s.name) for s in status.stages):
+        poll = now + timedelta(seconds=settings.dataflow_poll_seconds)
+        wake = poll if wake is None else min(wake, poll)
+    doc = status_codec.to_dict(status, generation, now, previous)
     doc["rerun"] = spec.rerun
     changed = _essence(doc) != _essence(previous)
-    events = [a for a in step.actions if isinstance(a, RecordEvent)]
+    events = [a for a in actions if isinstance(a, RecordEvent)]
     return Reconciled(doc, events, wake, changed)
+
+
+def _stage_ran_as(status: RunStatus, stage: str, ran: str | DataflowJob) -> RunStatus:
+    """The stage record with the name of the Job, or the name and id of the Dataflow job, it runs as."""
+    job, job_id = (ran, "") if isinstance(ran, str) else (ran.name, ran.id)
+    return replace(
+        status,
+        stages=tuple(
+            replace(s, job=job, dataflow_job_id=job_id) if s.name == stage else s for s in status.stages
+        ),
+    )
+
+
+async def _stop_dataflow(
+    dataflow: DataflowClient | None, namespace: str, name: str, status: RunStatus, action: StopStage
+) -> RecordEvent | None:
+    record = status.stage(action.stage)
+    if record is None:
+        return None
+    try:
+        await dataflow_stage.stop(dataflow, namespace, name, record)
+    except DataflowError as exc:
+        if exc.temporary:
+            raise
+        return RecordEvent("Warning", "DataflowCancelFailed", f"stage {action.stage}: {exc}")
+    return None
 
 
 def _essence(status: dict[str, Any]) -> Any:

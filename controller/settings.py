@@ -16,6 +16,34 @@ class SettingsError(ValueError):
 
 
 @dataclass(frozen=True)
+class DataflowSettings:
+    """Where and how stage jobs run (the controller's ``DATAOPS_DATAFLOW_*`` settings)."""
+
+    project: str = ""
+    region: str = ""
+    template: str = ""  # gs:// path of the stage flex template spec
+    service_account: str = ""  # the workers' service account (email)
+    network: str = ""
+    subnetwork: str = ""
+    temp_location: str = ""
+    staging_location: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    max_workers: int = 0  # 0: Dataflow's default
+    use_public_ips: bool = False
+    endpoint: str = "https://dataflow.googleapis.com"  # another: a private endpoint, or tests
+    anonymous: bool = False  # no credentials: a local endpoint (tests)
+
+    def missing(self) -> list[str]:
+        """The settings a launch cannot do without, by their environment variable names."""
+        wanted = {
+            "DATAOPS_DATAFLOW_PROJECT": self.project,
+            "DATAOPS_DATAFLOW_REGION": self.region,
+            "DATAOPS_DATAFLOW_TEMPLATE": self.template,
+        }
+        return [name for name, value in wanted.items() if not value]
+
+
+@dataclass(frozen=True)
 class Settings:
     namespaces: tuple[str, ...] = ()  # empty: every namespace
     worker_image: str = "dataops-operator/worker:dev"
@@ -35,6 +63,8 @@ class Settings:
     peering: str = "dataops-operator"
     pubsub_project: str | None = None  # where IngestionSources' notification subscriptions live
     notification_poll_seconds: float = 5.0  # how often notification subscriptions are pulled
+    dataflow: DataflowSettings = field(default_factory=DataflowSettings)  # stages of ``runner: dataflow``
+    dataflow_poll_seconds: float = 30.0  # how often a running Dataflow job's state is read
 
 
 def _int(env: Mapping[str, str], name: str, default: int | None) -> int | None:
@@ -90,4 +120,30 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             or None
         ),
         notification_poll_seconds=float(_int(env, "DATAOPS_NOTIFICATION_POLL_SECONDS", 5) or 5),
+        dataflow=dataflow_settings(env),
+        dataflow_poll_seconds=float(_int(env, "DATAOPS_DATAFLOW_POLL_SECONDS", 30) or 30),
+    )
+
+
+def dataflow_settings(env: Mapping[str, str]) -> DataflowSettings:
+    credentials = env.get("DATAOPS_DATAFLOW_CREDENTIALS") or "adc"
+    if credentials not in ("adc", "anonymous"):
+        raise SettingsError(f"DATAOPS_DATAFLOW_CREDENTIALS={credentials!r} is neither 'adc' nor 'anonymous'")
+    labels = _json(env, "DATAOPS_DATAFLOW_LABELS", {})
+    if not isinstance(labels, dict):
+        raise SettingsError("DATAOPS_DATAFLOW_LABELS must be a JSON object of label names to values")
+    return DataflowSettings(
+        project=env.get("DATAOPS_DATAFLOW_PROJECT", ""),
+        region=env.get("DATAOPS_DATAFLOW_REGION", ""),
+        template=env.get("DATAOPS_DATAFLOW_TEMPLATE", ""),
+        service_account=env.get("DATAOPS_DATAFLOW_SERVICE_ACCOUNT", ""),
+        network=env.get("DATAOPS_DATAFLOW_NETWORK", ""),
+        subnetwork=env.get("DATAOPS_DATAFLOW_SUBNETWORK", ""),
+        temp_location=env.get("DATAOPS_DATAFLOW_TEMP_LOCATION", ""),
+        staging_location=env.get("DATAOPS_DATAFLOW_STAGING_LOCATION", ""),
+        labels={str(k): str(v) for k, v in labels.items()},
+        max_workers=_int(env, "DATAOPS_DATAFLOW_MAX_WORKERS", 0) or 0,
+        use_public_ips=env.get("DATAOPS_DATAFLOW_USE_PUBLIC_IPS", "false").lower() == "true",
+        endpoint=env.get("DATAOPS_DATAFLOW_ENDPOINT") or DataflowSettings.endpoint,
+        anonymous=credentials == "anonymous",
     )

@@ -25,6 +25,13 @@ PHASES: tuple[str, ...] = (
 )
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed", "Cancelled"})
 
+# The Beam stages: with ``runner: dataflow`` they run as Dataflow jobs instead of Kubernetes Jobs.
+DATAFLOW_STAGES: frozenset[str] = frozenset({"transform", "aggregate"})
+
+
+def runs_on_dataflow(spec: PipelineRunSpec, stage: str) -> bool:
+    return spec.runner == "dataflow" and stage in DATAFLOW_STAGES
+
 
 def stages_of(spec: PipelineRunSpec) -> tuple[str, ...]:
     """The stages a spec asks for: validate and load always, transform and aggregate when declared."""

@@ -49,6 +49,8 @@ def stage_to_dict(s: StageStatus) -> dict[str, Any]:
             "rowsOut": s.rows.rows_out,
             "rowsRejected": s.rows.rows_rejected,
             "tables": list(s.tables),
+            "job": s.job or None,  # the Job, or the Dataflow job's name (absent before it starts)
+            "dataflowJobId": s.dataflow_job_id or None,  # absent but on Dataflow
             "reason": s.reason,
             "message": s.message[:2000],
         }
@@ -69,6 +71,8 @@ def stage_from_dict(d: dict[str, Any]) -> StageStatus:
         reason=d.get("reason", ""),
         rows=StageRows(int(d.get("rowsIn", 0)), int(d.get("rowsOut", 0)), int(d.get("rowsRejected", 0))),
         tables=tuple(d.get("tables", ())),
+        job=d.get("job", ""),
+        dataflow_job_id=d.get("dataflowJobId", ""),
     )
 
 

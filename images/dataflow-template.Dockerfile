@@ -6,7 +6,9 @@
 #   - the SDK container of the job's workers (--sdk_container_image=<this image>): its ENTRYPOINT is Beam's boot.
 # Everything the pipelines import is installed here, so neither role installs anything at launch.
 #
-# Build from the repository root, then register one template spec per pipeline (images/README.md):
+# The controller launches the stage template (entry file beam/stages/flex.py, parameters in
+# images/dataflow-template/stage-metadata.json): a stage of a `runner: dataflow` run, as `python -m beam.stages`.
+# Build from the repository root, then register the template specs (images/README.md):
 #   docker build -f images/dataflow-template.Dockerfile -t REGISTRY/dataflow-template:VERSION .
 
 ARG LAUNCHER_TAG=20240812-rc01
@@ -32,10 +34,10 @@ RUN pip wheel --no-cache-dir --wheel-dir /wheels . "apache-beam[gcp]==${BEAM_VER
 FROM gcr.io/dataflow-templates-base/python311-template-launcher-base:${LAUNCHER_TAG}
 
 ARG BEAM_VERSION
-ARG PIPELINE=tds
+ARG PIPELINE=flex
 
 LABEL org.opencontainers.image.title="dataops-operator dataflow-template" \
-      org.opencontainers.image.description="Dataflow flex template (launcher and SDK container) for the TDS and BDS pipelines"
+      org.opencontainers.image.description="Dataflow flex template (launcher and SDK container) for the stages and the TDS and BDS pipelines"
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -43,7 +45,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --find-links=/wheels /wheels/dataops_operator-*.whl "apache-beam[gcp]==${BEAM_VERSION}" \
-    && python -c "import apache_beam, beam.pipelines.tds, beam.pipelines.bds; assert apache_beam.__version__ == '${BEAM_VERSION}'" \
+    && python -c "import apache_beam, beam.pipelines.tds, beam.pipelines.bds, beam.stages.flex; assert apache_beam.__version__ == '${BEAM_VERSION}'" \
     && groupadd --system --gid 10001 dataops \
     && useradd --system --uid 10001 --gid dataops --home-dir /template --no-create-home --shell /usr/sbin/nologin dataops \
     && install --directory --owner=10001 --group=10001 --mode=0755 /template
@@ -51,9 +53,10 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
 COPY --from=beam-sdk /opt/apache/beam /opt/apache/beam
 
 WORKDIR /template
-# The pipeline entry files, from the same sources the wheel was built from. Each template spec picks one:
-# this image defaults to ${PIPELINE}; the BDS spec overrides FLEX_TEMPLATE_PYTHON_PY_FILE (images/README.md).
-COPY --chown=10001:10001 beam/pipelines/tds.py beam/pipelines/bds.py ./
+# The entry files, from the same sources the wheel was built from. Each template spec picks one: this image
+# defaults to ${PIPELINE} (flex.py, the stage entry the controller launches); the TDS and BDS specs override
+# FLEX_TEMPLATE_PYTHON_PY_FILE (images/README.md).
+COPY --chown=10001:10001 beam/stages/flex.py beam/pipelines/tds.py beam/pipelines/bds.py ./
 
 # Dependencies are all installed above: no requirements file, setup file or extra packages to stage at launch.
 ENV FLEX_TEMPLATE_PYTHON_PY_FILE=/template/${PIPELINE}.py \

@@ -59,6 +59,28 @@ def _quiet_optional_gcp(record: logging.LogRecord) -> bool:
     return not ("GCSFileSystem" in text or "apitools not found" in text)
 
 
+def _record_in_catalog(run: PipelineRun, result: StageResult, started: str) -> None:
+    """Lineage and aspects of the tables written, when a catalog is configured (``beam.catalog``).
+
+    The data is written by then: a catalog that refuses is reported in the result, not a failed stage.
+    """
+    from google.api_core.exceptions import RetryError
+
+    from beam.catalog import CatalogError, catalog_settings, record_stage
+
+    try:
+        settings = catalog_settings(os.environ)
+        if settings is None:
+            return
+        result.details["catalog"] = record_stage(
+            settings, run, result.stage, result.tables, result.rows_out, started
+        )
+    except (CatalogError, RetryError) as exc:
+        result.details["catalog"] = f"not updated: {exc}"
+        result.message = f"{result.message} (catalog not updated: {exc})"
+        log.warning("stage %s: catalog not updated: %s", result.stage, exc)
+
+
 def main(argv: list[str] | None = None) -> int:
     args, beam_args = _parse(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
@@ -104,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             message=f"{type(exc).__name__}: {exc} (traceback in {trace})",
         )
         code = EXIT_FAILED
+    if code == EXIT_OK and run is not None:
+        _record_in_catalog(run, result, started)
     result.timing = {"start": _iso(begun), "end": _iso(datetime.now(UTC))}
     # The stage's folder keeps its result too (in a pod --result-file is the termination log): the
     # report reads every stage's from there. With a bucket workdir, both go up with the run's files.

@@ -21,7 +21,7 @@ import pytest
 import yaml
 from hcl2 import SerializationOptions
 
-from controller.settings import Settings, settings_from_env
+from controller.settings import DataflowSettings, Settings, settings_from_env
 from tests.deploy.deploy_tools import ROOT
 from tests.deploy.helm_chart import (
     CHART,
@@ -370,6 +370,8 @@ def test_chart_defaults_are_the_controller_defaults() -> None:
         "peering",
         "pubsub_project",
         "notification_poll_seconds",
+        "dataflow",
+        "dataflow_poll_seconds",
     ):
         assert getattr(settings, name) == getattr(defaults, name), name
     assert (
@@ -434,6 +436,43 @@ def test_stage_pod_values_reach_the_controller_settings() -> None:
     assert settings.resync_seconds == 1000000
     assert settings.watch_timeout_seconds == 90
     assert settings.peering == "blue"
+
+
+def test_dataflow_values_reach_the_controller_settings() -> None:
+    rendered = render(
+        sets=(
+            "gcp.projectId=my-project",
+            "gcp.region=europe-west1",
+            "dataflow.templateSpecPrefix=gs://b/templates/",
+            "dataflow.serviceAccountEmail=worker@my-project.iam.gserviceaccount.com",
+            "dataflow.network=dataops",
+            "dataflow.subnetwork=regions/europe-west1/subnetworks/nodes",
+            "dataflow.tempLocation=gs://b/tmp",
+            "dataflow.stagingLocation=gs://b/staging",
+            "dataflow.labels.team=data",
+            "dataflow.maxWorkers=8",
+            "dataflow.pollSeconds=15",
+        )
+    )
+    settings = settings_from_env(rendered.controller_env)
+
+    assert settings.dataflow == DataflowSettings(
+        project="my-project",
+        region="europe-west1",
+        template="gs://b/templates/stage.json",
+        service_account="worker@my-project.iam.gserviceaccount.com",
+        network="dataops",
+        subnetwork="regions/europe-west1/subnetworks/nodes",
+        temp_location="gs://b/tmp",
+        staging_location="gs://b/staging",
+        labels={"team": "data"},
+        max_workers=8,
+    )
+    assert settings.dataflow_poll_seconds == 15
+    explicit = render(
+        sets=("dataflow.templateSpec=gs://b/t/stage-1.2.json", "dataflow.templateSpecPrefix=gs://x")
+    )
+    assert settings_from_env(explicit.controller_env).dataflow.template == "gs://b/t/stage-1.2.json"
 
 
 def test_worker_env_wins_over_the_gcp_variables() -> None:

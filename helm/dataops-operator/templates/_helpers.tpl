@@ -151,3 +151,12 @@ Application: argocd.argoproj.io/sync-options). Takes (list $ crd).
 {{ toYaml $crd }}
 {{- end }}
 
+
+{{/* The stage flex template spec the controller launches: dataflow.templateSpec, else <templateSpecPrefix>/stage.json. */}}
+{{- define "dataops-operator.dataflowTemplate" -}}
+{{- if .Values.dataflow.templateSpec -}}
+{{- .Values.dataflow.templateSpec -}}
+{{- else if .Values.dataflow.templateSpecPrefix -}}
+{{- printf "%s/stage.json" (trimSuffix "/" .Values.dataflow.templateSpecPrefix) -}}
+{{- end -}}
+{{- end }}
