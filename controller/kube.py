@@ -70,7 +70,13 @@ class Kube:
         """In a pod: its service account; elsewhere: $KUBECONFIG or ~/.kube/config."""
         path = os.environ.get("KUBECONFIG")
         config = KubeConfig.from_file(path) if path else KubeConfig.from_env()
-        return cls(AsyncClient(config=config, field_manager="dataops-operator", timeout=httpx.Timeout(REQUEST_TIMEOUT_SECONDS)))
+        return cls(
+            AsyncClient(
+                config=config,
+                field_manager="dataops-operator",
+                timeout=httpx.Timeout(REQUEST_TIMEOUT_SECONDS),
+            )
+        )
 
     async def close(self) -> None:
         await self.client.close()
