@@ -46,11 +46,20 @@ class KubeError(Exception):
         return self.status in (408, 409, 429) or self.status >= 500
 
 
+# What a request can raise: the API server's Status (ApiError), an HTTP error whose body is no Status (a
+# 429 from API Priority and Fairness is plain text), or the connection failing or timing out.
+_FAILURES = (ApiError, httpx.HTTPStatusError, httpx.TransportError)
+
+
 def _error(exc: Exception) -> KubeError:
+    if isinstance(exc, httpx.TransportError):
+        return KubeError(503, f"{type(exc).__name__}: {exc}")
     if not isinstance(exc, ApiError):
         response = getattr(exc, "response", None)
         code = getattr(response, "status_code", 500) if response is not None else 500
-        return KubeError(int(code), str(exc))
+        header = response.headers.get("Retry-After") if response is not None else None
+        retry = float(header) if header and header.isdigit() else None
+        return KubeError(int(code), str(exc).splitlines()[0], retry)
     status = exc.status.code or 500
     retry = None
     details = getattr(exc.status, "details", None)
@@ -98,10 +107,11 @@ class Kube:
     async def get(self, kind: str, name: str, namespace: str | None) -> dict[str, Any] | None:
         try:
             return _as_dict(await self.client.get(_KINDS[kind], name, namespace=namespace))
-        except ApiError as exc:
-            if exc.status.code == 404:
+        except _FAILURES as exc:
+            error = _error(exc)
+            if error.status == 404:
                 return None
-            raise _error(exc) from None
+            raise error from None
 
     async def list(self, kind: str, namespace: str | None, labels: dict[str, Any]) -> list[dict[str, Any]]:
         try:
@@ -109,7 +119,7 @@ class Kube:
                 _as_dict(o)
                 async for o in self.client.list(_KINDS[kind], namespace=namespace or "*", labels=labels)
             ]
-        except ApiError as exc:
+        except _FAILURES as exc:
             raise _error(exc) from None
 
     async def delete(self, kind: str, name: str, namespace: str | None) -> bool:
@@ -117,10 +127,11 @@ class Kube:
         try:
             await self.client.delete(_KINDS[kind], name, namespace=namespace, cascade=_background())
             return True
-        except ApiError as exc:
-            if exc.status.code == 404:
+        except _FAILURES as exc:
+            error = _error(exc)
+            if error.status == 404:
                 return False
-            raise _error(exc) from None
+            raise error from None
 
     async def patch_status(
         self,
@@ -139,7 +150,7 @@ class Kube:
                 _KINDS[kind].Status, name, body, namespace=namespace, patch_type=PatchType.MERGE
             )
             return _as_dict(obj)
-        except ApiError as exc:
+        except _FAILURES as exc:
             raise _error(exc) from None
 
     async def patch(self, kind: str, name: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -149,7 +160,7 @@ class Kube:
                     _KINDS[kind], name, body, namespace=namespace, patch_type=PatchType.MERGE
                 )
             )
-        except ApiError as exc:
+        except _FAILURES as exc:
             raise _error(exc) from None
 
 

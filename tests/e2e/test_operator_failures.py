@@ -185,6 +185,7 @@ def test_a_silently_stalled_watch_is_replaced_within_its_timeout(
 
 THROTTLE = "dataops-throttled"
 RUNS = 30
+LIMIT = 20  # the chart's default controller.maxRunningPerNamespace
 FLOWCONTROL = "/apis/flowcontrol.apiserver.k8s.io/v1"
 
 
@@ -297,9 +298,26 @@ def test_429s_from_the_api_server_are_retried_without_flooding_it(
             ),
             timeout=120,
         )
+        # The chart's namespace limit (controller.maxRunningPerNamespace: 20) admits the oldest 20; the
+        # others wait Queued, in creation order.
         _wait(
-            control_plane, "every run's Job", lambda: len(_jobs(control_plane, kube_namespace)) == RUNS, 180
+            control_plane,
+            "the admitted runs' Jobs",
+            lambda: len(_jobs(control_plane, kube_namespace)) == LIMIT,
+            180,
         )
+
+        def queued() -> list[str]:
+            out = kc(control_plane, "get", "pipelineruns", "-n", kube_namespace, "-o", "json")
+            return [
+                r["metadata"]["name"]
+                for r in json.loads(out)["items"]
+                if (r.get("status") or {}).get("reason") == "Queued"
+            ]
+
+        _wait(control_plane, "the others Queued", lambda: len(queued()) == RUNS - LIMIT, 120)
+        time.sleep(5)
+        assert len(_jobs(control_plane, kube_namespace)) == LIMIT
         assert refused > 0, "the API server refused nothing: the throttle did not apply"
     finally:
         node_agent.start()
