@@ -697,9 +697,11 @@ def _read_source(fmt: str, files: list[Path], fields: list[dict[str, Any]], conf
             columns = "{" + ", ".join(f"{_sql_string(k)}: {_sql_string(v)}" for k, v in typed.items()) + "}"
             options += [f"columns = {columns}", "auto_detect = false"]
         return f"SELECT * FROM read_csv({paths}, {', '.join(options)})"
-    if fmt == "NEWLINE_DELIMITED_JSON":
-        relation = f"read_json({paths}, format = 'newline_delimited')"
-    elif fmt == "PARQUET":
+    if fmt == "NEWLINE_DELIMITED_JSON":  # a field the row lacks is NULL, as in BigQuery
+        columns = "{" + ", ".join(f"{_sql_string(k)}: {_sql_string(v)}" for k, v in typed.items()) + "}"
+        typing = f", columns = {columns}" if typed else ""
+        return f"SELECT * FROM read_json({paths}, format = 'newline_delimited'{typing})"
+    if fmt == "PARQUET":
         relation = f"read_parquet({paths})"
     else:
         raise ApiError(400, "invalid", f"The BigQuery double does not load {fmt} files")
