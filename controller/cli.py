@@ -95,7 +95,7 @@ def _summary(doc: dict[str, Any], run_name: str, namespace: str, workdir: Path) 
         "durationSeconds": doc.get("durationSeconds"),
         "stages": [
             {
-                k: s[k]
+                k: s.get(k, 0)
                 for k in (
                     "name",
                     "state",
@@ -103,6 +103,7 @@ def _summary(doc: dict[str, Any], run_name: str, namespace: str, workdir: Path) 
                     "rowsIn",
                     "rowsOut",
                     "rowsRejected",
+                    "bytesBilled",
                     "durationSeconds",
                     "reason",
                     "message",

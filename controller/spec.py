@@ -176,9 +176,25 @@ class Validate(Model):
         return 0.0 if self.on_failure == "fail" else 100.0
 
 
+class Partition(Model):
+    column: str
+    granularity: Literal["HOUR", "DAY", "MONTH", "YEAR"] = "DAY"
+
+
 class Load(Model):
     table: str
     write_mode: Literal["append", "replace"] = Field(default="replace", alias="writeMode")
+    partition_by: Annotated[Partition | None, WithJsonSchema(_STRING_OR(Partition))] = Field(
+        default=None, alias="partitionBy", description="Time partitioning of the raw table (BigQuery)."
+    )
+    cluster_by: list[str] = Field(
+        default_factory=list, alias="clusterBy", max_length=4, description="Clustering columns (BigQuery)."
+    )
+
+    @field_validator("partition_by", mode="before")
+    @classmethod
+    def _part(cls, v: Any) -> Any:
+        return {"column": v} if isinstance(v, str) else v
 
     @model_validator(mode="before")
     @classmethod
@@ -227,11 +243,6 @@ class Derive(Model):
     @classmethod
     def _n(cls, v: str) -> str:
         return _identifier(v, "derived column name")
-
-
-class Partition(Model):
-    column: str
-    granularity: Literal["HOUR", "DAY", "MONTH", "YEAR"] = "DAY"
 
 
 class Output(Model):
@@ -437,6 +448,17 @@ class Metric(Model):
 
 class AggregateOutput(Model):
     table: str
+    partition_by: Annotated[Partition | None, WithJsonSchema(_STRING_OR(Partition))] = Field(
+        default=None, alias="partitionBy", description="Time partitioning of the KPI table (BigQuery)."
+    )
+    cluster_by: list[str] = Field(
+        default_factory=list, alias="clusterBy", max_length=4, description="Clustering columns (BigQuery)."
+    )
+
+    @field_validator("partition_by", mode="before")
+    @classmethod
+    def _part(cls, v: Any) -> Any:
+        return {"column": v} if isinstance(v, str) else v
 
     @field_validator("table")
     @classmethod

@@ -42,6 +42,7 @@ def stage_to_dict(s: StageStatus) -> dict[str, Any]:
         "rowsIn": s.rows.rows_in,
         "rowsOut": s.rows.rows_out,
         "rowsRejected": s.rows.rows_rejected,
+        "bytesBilled": s.rows.bytes_billed,
         "tables": list(s.tables),
         "reason": s.reason,
         "message": s.message[:2000],
@@ -60,7 +61,12 @@ def stage_from_dict(d: dict[str, Any]) -> StageStatus:
         retry_after=_parse_ts(d.get("retryAfter")),
         message=d.get("message", ""),
         reason=d.get("reason", ""),
-        rows=StageRows(int(d.get("rowsIn", 0)), int(d.get("rowsOut", 0)), int(d.get("rowsRejected", 0))),
+        rows=StageRows(
+            int(d.get("rowsIn", 0)),
+            int(d.get("rowsOut", 0)),
+            int(d.get("rowsRejected", 0)),
+            int(d.get("bytesBilled", 0)),
+        ),
         tables=tuple(d.get("tables", ())),
     )
 

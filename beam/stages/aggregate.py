@@ -61,7 +61,14 @@ def run(ctx: StageContext) -> StageResult:
         )
         parts = outcome["outputs"][table]
         try:
-            rows[table] = warehouse.replace_table(table, parts["parts"], lineage, order_by=parts["group_by"])
+            rows[table] = warehouse.replace_table(
+                table,
+                parts["parts"],
+                lineage,
+                order_by=parts["group_by"],
+                partition_by=aggregate.output.partition_by,
+                cluster_by=aggregate.output.cluster_by,
+            )
         except WarehouseError as exc:
             raise StageFailed(str(exc), reason="WriteRefused") from None
     details = {
@@ -72,6 +79,7 @@ def run(ctx: StageContext) -> StageResult:
         stage=STAGE,
         rows_in=outcome["rows_read"],
         rows_out=sum(rows.values()),
+        bytes_billed=warehouse.bytes_billed,
         tables=list(rows),
         artifacts={table: o["parts"] for table, o in outcome["outputs"].items()},
         details=details,

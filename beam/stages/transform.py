@@ -72,7 +72,14 @@ def run(ctx: StageContext) -> StageResult:
     )
     rejects = outcome["rejects_table"]
     try:
-        rows = warehouse.replace_table(output.table, outcome["parts"], lineage, order_by=output.cluster_by)
+        rows = warehouse.replace_table(
+            output.table,
+            outcome["parts"],
+            lineage,
+            order_by=output.cluster_by,
+            partition_by=output.partition_by,
+            cluster_by=output.cluster_by,
+        )
         if rejects is not None:
             rejected_lineage = replace(lineage, table=rejects, options={})
             warehouse.replace_table(rejects, outcome["rejects_parts"], rejected_lineage, order_by=["raw_row"])
@@ -94,6 +101,7 @@ def run(ctx: StageContext) -> StageResult:
         rows_in=outcome["rows_read"],
         rows_out=rows,
         rows_rejected=set_aside,
+        bytes_billed=warehouse.bytes_billed,
         tables=[output.table, *([rejects] if rejects is not None else [])],
         artifacts={"parts": outcome["parts"]},
         details=details,

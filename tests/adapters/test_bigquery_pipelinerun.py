@@ -1,0 +1,86 @@
+"""A PipelineRun's validate and load stages, run by the real ``dataops run``, write to BigQuery when the
+environment selects it: rows land in the BigQuery double, by load jobs with the run's labels, the raw table
+partitioned and clustered as the spec says, and the bytes billed of each stage in the run's status."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli, table_names, write_spec
+from tests.doubles.bigquery_api import BigQueryDouble
+
+pytestmark = pytest.mark.e2e
+
+CSV = "id,name,qty,day\n1,apple,3,2026-03-01\n2,pear,,2026-03-01\n,plum,4,2026-03-02\n4,fig,1,2026-03-02\n"
+SPEC = {
+    "source": {
+        "uri": "items.csv",
+        "columns": [
+            {"name": "id", "type": "INT64", "required": True},
+            {"name": "name"},
+            {"name": "qty", "type": "INT64"},
+            {"name": "day", "type": "DATE"},
+        ],
+    },
+    "validate": {"onFailure": "quarantine", "maxRejectedPercent": 50},
+    "load": {"table": "shop_raw.items", "partitionBy": "day", "clusterBy": ["name"]},
+}
+
+
+def bigquery_env(monkeypatch: pytest.MonkeyPatch, double: BigQueryDouble) -> None:
+    monkeypatch.setenv("DATAOPS_WAREHOUSE", "bigquery")
+    monkeypatch.setenv("DATAOPS_BIGQUERY_PROJECT", double.project)
+    monkeypatch.setenv("DATAOPS_BIGQUERY_ENDPOINT", double.endpoint)
+
+
+def test_run_selected_onto_bigquery_loads_into_the_double(
+    bigquery_double: BigQueryDouble, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, workdir: Path
+) -> None:
+    bigquery_double.client().create_dataset("shop_raw")
+    (tmp_path / "items.csv").write_text(CSV, encoding="utf-8")
+    bigquery_env(monkeypatch, bigquery_double)
+
+    result = run_cli(
+        "run", str(write_spec(tmp_path, SPEC, name="shop-1")), "--workdir", str(workdir), "--output", "json"
+    )
+
+    assert result.code == 0, result.stderr
+    summary = result.summary
+    assert summary["phase"] == "Succeeded"
+    assert bigquery_double.engine.sql("SELECT id, name, qty FROM shop_raw.items ORDER BY id") == [
+        (1, "apple", 3),
+        (2, "pear", None),
+        (4, "fig", 1),
+    ]
+    assert bigquery_double.engine.sql("SELECT run, count(*) FROM shop_raw.items_rejects GROUP BY run") == [
+        ("shop-1", 1)
+    ]
+    table = bigquery_double.client().get_table("shop_raw.items")
+    assert (table.time_partitioning.field, table.clustering_fields) == ("day", ["name"])
+    loads = bigquery_double.job_list("LOAD")
+    assert {(j["configuration"]["labels"]["run"], j["configuration"]["labels"]["stage"]) for j in loads} == {
+        ("shop-1", "validate"),
+        ("shop-1", "load"),
+    }
+    billed = {s["name"]: s["bytesBilled"] for s in summary["stages"]}
+    assert billed == {"validate": 10 * 1024 * 1024, "load": 0}  # the rejects swap is a query; loads are free
+    assert table_names(workdir) == set()  # nothing went to the local DuckDB warehouse
+
+
+def test_run_onto_a_missing_dataset_fails_saying_how_to_create_it(
+    bigquery_double: BigQueryDouble, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, workdir: Path
+) -> None:
+    (tmp_path / "items.csv").write_text(CSV, encoding="utf-8")
+    bigquery_env(monkeypatch, bigquery_double)
+
+    result = run_cli(
+        "run", str(write_spec(tmp_path, SPEC, name="shop-2")), "--workdir", str(workdir), "--output", "json"
+    )
+
+    assert result.code == 1
+    [validate] = [s for s in result.summary["stages"] if s["name"] == "validate"]
+    assert validate["reason"] == "WriteRefused"
+    assert "dataset dataops-test:shop_raw does not exist" in validate["message"]
+    assert "bq mk --dataset dataops-test:shop_raw" in validate["message"]
