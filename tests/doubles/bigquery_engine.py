@@ -193,11 +193,15 @@ def table_names(tree: exp.Expression) -> set[tuple[str, str]]:
 
 
 def to_duckdb(tree: exp.Expression) -> str:
-    """The statement for DuckDB: the project part of names dropped, ``@name`` as ``$name``."""
+    """The statement for DuckDB: the project part of names dropped, ``@name`` as ``$name``, and a number
+    with a point or an exponent a FLOAT64 as in BigQuery (DuckDB would read a DECIMAL)."""
     tree = tree.copy()
     for t in tree.find_all(exp.Table):
         if t.args.get("catalog") is not None:
             t.set("catalog", None)
+    for literal in list(tree.find_all(exp.Literal)):
+        if not literal.is_string and re.search(r"[.eE]", literal.this):
+            literal.replace(exp.cast(literal.copy(), "DOUBLE"))
     return tree.sql(dialect="duckdb")
 
 
@@ -212,6 +216,9 @@ class Engine:
         self.lock = threading.RLock()
         self.con = duckdb.connect(str(self.path))
         self.con.execute("SET TimeZone = 'UTC'")
+        self.con.execute(
+            "SET python_enable_replacements = false"
+        )  # a name is a table, never a Python variable
         self.datasets: dict[str, dict[str, Any]] = {}
         self.tables: dict[tuple[str, str], dict[str, Any]] = {}
 
