@@ -13,7 +13,7 @@ from beam.pipelines import bds
 from beam.pipelines.chunks import pipeline_options
 from beam.sql import SpecSqlError
 from beam.stages.context import StageContext, StageFailed, StageResult
-from beam.warehouse import LineageRecord, WarehouseError, open_warehouse
+from beam.warehouse import LineageRecord, WarehouseError, open_warehouse, pipeline_input
 
 STAGE = "aggregate"
 
@@ -36,7 +36,7 @@ def run(ctx: StageContext) -> StageResult:
     try:
         outcome = bds.run_pipeline(
             ctx.run,
-            warehouse.path,
+            pipeline_input(warehouse, [source], ctx.stage_dir(STAGE)),
             str(ctx.stage_dir(STAGE)),
             pipeline_options(ctx.beam_args),
             started_at=ctx.started_at,

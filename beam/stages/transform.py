@@ -23,7 +23,7 @@ from beam.pipelines.chunks import pipeline_options
 from beam.pipelines.lookups import ReferenceDataError
 from beam.sql import SpecSqlError
 from beam.stages.context import StageContext, StageFailed, StageResult
-from beam.warehouse import LineageRecord, WarehouseError, open_warehouse
+from beam.warehouse import LineageRecord, WarehouseError, open_warehouse, pipeline_input
 
 STAGE = "transform"
 
@@ -41,10 +41,11 @@ def run(ctx: StageContext) -> StageResult:
         )
     settings, beam_args = tds.parse_settings(ctx.beam_args)
     started = time.monotonic()
+    references = [lookup.table for lookup in spec.transform.lookups if lookup.table]
     try:
         outcome = tds.run_pipeline(
             ctx.run,
-            warehouse.path,
+            pipeline_input(warehouse, [source, *references], ctx.stage_dir(STAGE)),
             str(ctx.stage_dir(STAGE)),
             pipeline_options(beam_args),
             buckets=settings.buckets,

@@ -8,7 +8,7 @@ file, ``<workdir>/warehouse.duckdb``, where BigQuery ``dataset.table`` is DuckDB
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,15 @@ def open_warehouse(workdir: Path | str, environ: Mapping[str, str] | None = None
     if config.kind == "bigquery":
         return open_bigquery(config)
     return DuckDBWarehouse(Path(workdir) / WAREHOUSE_FILE)
+
+
+def pipeline_input(warehouse: Any, tables: Sequence[str], folder: Path) -> Path:
+    """The DuckDB file a Beam pipeline on the DirectRunner reads ``tables`` from: the embedded warehouse
+    itself, or for BigQuery a snapshot of those tables in ``folder`` (read through the BigQuery API)."""
+    if isinstance(warehouse, DuckDBWarehouse):
+        return warehouse.path
+    snapshot: Path = warehouse.snapshot(tables, folder / "input-snapshot.duckdb")
+    return snapshot
 
 
 def open_bigquery(config: WarehouseConfig) -> BigQueryWarehouse:
@@ -50,5 +59,6 @@ __all__ = [
     "WarehouseConfig",
     "WarehouseError",
     "open_warehouse",
+    "pipeline_input",
     "warehouse_config",
 ]

@@ -27,6 +27,7 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -249,6 +250,22 @@ class BigQueryWarehouse:
         fields = [f for f in ref.schema if not columns or f.name in columns]
         rows = self.client.list_rows(ref, selected_fields=fields)
         return rows.to_arrow(create_bqstorage_client=False)
+
+    def snapshot(self, tables: Sequence[str], path: Path) -> Path:
+        """A DuckDB file holding a copy of ``tables`` (read through the BigQuery API): the input of a Beam
+        pipeline run on the DirectRunner, which reads the warehouse as a DuckDB file."""
+        path.unlink(missing_ok=True)
+        con = duckdb.connect(str(path))
+        try:
+            for table in tables:
+                dataset, name = split_table(table)
+                con.register("__snapshot", self.read_arrow(table))
+                con.execute(f'CREATE SCHEMA IF NOT EXISTS "{dataset}"')
+                con.execute(f'CREATE TABLE "{dataset}"."{name}" AS SELECT * FROM __snapshot')
+                con.unregister("__snapshot")
+        finally:
+            con.close()
+        return path
 
     def lineage(self, table: str) -> LineageRecord | None:
         try:

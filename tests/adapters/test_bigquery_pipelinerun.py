@@ -84,3 +84,49 @@ def test_run_onto_a_missing_dataset_fails_saying_how_to_create_it(
     assert validate["reason"] == "WriteRefused"
     assert "dataset dataops-test:shop_raw does not exist" in validate["message"]
     assert "bq mk --dataset dataops-test:shop_raw" in validate["message"]
+
+
+def test_whole_run_transforms_and_aggregates_on_bigquery(
+    bigquery_double: BigQueryDouble, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, workdir: Path
+) -> None:
+    client = bigquery_double.client()
+    for dataset in ("shop_raw", "shop_tds", "shop_bds"):
+        client.create_dataset(dataset)
+    (tmp_path / "items.csv").write_text(CSV + "4,fig,7,2026-03-03\n", encoding="utf-8")
+    spec = SPEC | {
+        "transform": {
+            "standardize": [{"column": "name", "case": "upper"}],
+            "dedupe": {"key": ["id"], "orderBy": "day"},
+            "output": {"table": "shop_tds.items", "partitionBy": {"column": "day", "granularity": "MONTH"}},
+        },
+        "aggregate": [
+            {
+                "output": {"table": "shop_bds.qty_by_day", "clusterBy": ["day"]},
+                "groupBy": ["day"],
+                "metrics": [{"name": "qty", "agg": "sum", "column": "qty"}],
+            }
+        ],
+    }
+    bigquery_env(monkeypatch, bigquery_double)
+
+    result = run_cli(
+        "run", str(write_spec(tmp_path, spec, name="shop-3")), "--workdir", str(workdir), "--output", "json"
+    )
+
+    assert result.code == 0, result.stdout + result.stderr
+    assert bigquery_double.engine.sql("SELECT id, name, qty FROM shop_tds.items ORDER BY id") == [
+        (1, "APPLE", 3),
+        (2, "PEAR", None),
+        (4, "FIG", 7),
+    ]
+    assert bigquery_double.engine.sql(
+        "SELECT CAST(day AS VARCHAR), qty FROM shop_bds.qty_by_day ORDER BY 1"
+    ) == [
+        ("2026-03-01", 3),
+        ("2026-03-03", 7),
+    ]
+    assert client.get_table("shop_tds.items").time_partitioning.type_ == "MONTH"
+    assert client.get_table("shop_bds.qty_by_day").clustering_fields == ["day"]
+    stages = {j["configuration"]["labels"]["stage"] for j in bigquery_double.job_list("LOAD")}
+    assert stages == {"validate", "load", "transform", "aggregate"}
+    assert table_names(workdir) == set()
