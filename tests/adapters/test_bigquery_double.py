@@ -196,3 +196,19 @@ def test_table_rows_are_listed_to_arrow(bigquery_double: BigQueryDouble) -> None
     assert table.to_pylist()[0]["s"] == "a"
     assert table.to_pylist()[0]["ts"].isoformat() == "2026-03-02T09:00:00+00:00"
     assert str(table.to_pylist()[0]["n"]) == "1.250000000"
+
+
+def test_streamed_rows_block_a_merge_on_their_table(bigquery_double: BigQueryDouble) -> None:
+    client = bigquery_double.client()
+    client.create_dataset("d")
+    client.query("CREATE TABLE d.target (k INT64, v STRING)").result()
+    assert client.insert_rows_json("d.target", [{"k": 1, "v": "streamed"}]) == []
+
+    merge = client.query(
+        "MERGE d.target AS T USING (SELECT 1 AS k, 'new' AS v) AS S ON T.k = S.k"
+        " WHEN MATCHED THEN UPDATE SET v = S.v WHEN NOT MATCHED THEN INSERT (k, v) VALUES (S.k, S.v)"
+    )
+
+    with pytest.raises(gexc.BadRequest, match="would affect rows in the streaming buffer"):
+        merge.result()
+    assert client.get_table("d.target").streaming_buffer.estimated_rows == 1

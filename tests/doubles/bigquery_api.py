@@ -319,6 +319,7 @@ ROUTES = [
     ("PUT", r"/projects/(?P<p>[^/]+)/datasets/(?P<d>[^/]+)/tables/(?P<t>[^/]+)", "table_patch"),
     ("DELETE", r"/projects/(?P<p>[^/]+)/datasets/(?P<d>[^/]+)/tables/(?P<t>[^/]+)", "table_delete"),
     ("GET", r"/projects/(?P<p>[^/]+)/datasets/(?P<d>[^/]+)/tables/(?P<t>[^/]+)/data", "table_data"),
+    ("POST", r"/projects/(?P<p>[^/]+)/datasets/(?P<d>[^/]+)/tables/(?P<t>[^/]+)/insertAll", "insert_all"),
     ("POST", r"/projects/(?P<p>[^/]+)/jobs", "job_insert"),
     ("GET", r"/projects/(?P<p>[^/]+)/jobs/(?P<j>[^/]+)", "job_get"),
     ("POST", r"/projects/(?P<p>[^/]+)/jobs/(?P<j>[^/]+)/cancel", "job_cancel"),
@@ -453,6 +454,11 @@ def _handler(double: BigQueryDouble) -> type[BaseHTTPRequestHandler]:
             if start + len(rows) < total:
                 answer["pageToken"] = str(start + len(rows))
             return 200, answer, {}
+
+        def insert_all(self, a: dict[str, str], q: dict[str, str], body: dict[str, Any]) -> Any:
+            double._check_permission(f"{a['d']}.{a['t']}", "bigquery.tables.updateData")
+            double.engine.stream_rows(a["d"], a["t"], [r["json"] for r in body.get("rows", [])])
+            return 200, {"kind": "bigquery#tableDataInsertAllResponse"}, {}
 
         # jobs
         def job_insert(self, a: dict[str, str], q: dict[str, str], body: dict[str, Any]) -> Any:

@@ -342,6 +342,8 @@ class Engine:
         for key in ("timePartitioning", "clustering", "labels", "description", "rangePartitioning"):
             if meta.get(key):
                 resource[key] = meta[key]
+        if meta.get("streamingBuffer"):
+            resource["streamingBuffer"] = meta["streamingBuffer"]
         return resource
 
     def create_table(self, dataset: str, resource: Mapping[str, Any]) -> dict[str, Any]:
@@ -385,6 +387,21 @@ class Engine:
             ).fetchall()
             total = self.con.execute(f'SELECT count(*) FROM "{dataset}"."{table}"').fetchone()[0]
         return schema, [list(r) for r in rows], int(total)
+
+    def stream_rows(self, dataset: str, table: str, rows: list[dict[str, Any]]) -> None:
+        """``tabledata.insertAll``: the rows land in the table and in its streaming buffer, which blocks
+        UPDATE, DELETE and MERGE on the table (BigQuery keeps them there for up to 90 minutes)."""
+        with self.lock:
+            self.require_table(dataset, table)
+            data = pa.Table.from_pylist(rows)
+            self.con.register("__streamed", data)
+            try:
+                self.con.execute(f'INSERT INTO "{dataset}"."{table}" BY NAME SELECT * FROM __streamed')
+            finally:
+                self.con.unregister("__streamed")
+            meta = self.tables.setdefault((dataset, table), {"creationTime": ms()})
+            buffered = int(meta.get("streamingBuffer", {}).get("estimatedRows", 0)) + len(rows)
+            meta["streamingBuffer"] = {"estimatedRows": str(buffered), "oldestEntryTime": ms()}
 
     def _record_table(
         self, dataset: str, table: str, fields: list[dict[str, Any]], props: Mapping[str, Any]
@@ -445,6 +462,7 @@ class Engine:
         except sqlglot.errors.ParseError as exc:
             raise invalid(f"Syntax error: {str(exc).splitlines()[0]}") from None
         processed = self._bytes_of(tree)
+        self._refuse_streamed(tree)
         sql = to_duckdb(tree)
         used = {k: v for k, v in params.items() if re.search(rf"\${re.escape(k)}\b", sql)}
         missing = [m for m in re.findall(r"\$([A-Za-z_]\w*)", sql) if m not in params]
@@ -469,6 +487,16 @@ class Engine:
             ]
             outcome.rows = [list(r.values()) for r in result.to_pylist()]
         return outcome
+
+    def _refuse_streamed(self, tree: exp.Expression) -> None:
+        if not isinstance(tree, exp.Update | exp.Delete | exp.Merge):
+            return
+        target = tree.this if isinstance(tree.this, exp.Table) else tree.find(exp.Table)
+        if target is not None and self.tables.get((target.db, target.name), {}).get("streamingBuffer"):
+            raise invalid(
+                f"UPDATE or DELETE statement over table {self.table_id(target.db, target.name)} would affect"
+                " rows in the streaming buffer, which is not supported"
+            )
 
     def _bytes_of(self, tree: exp.Expression) -> int:
         if isinstance(tree, exp.Create | exp.Drop) and tree.args.get("expression") is None:
