@@ -70,7 +70,7 @@ def run(ctx: StageContext) -> StageResult:
                 cluster_by=aggregate.output.cluster_by,
             )
         except WarehouseError as exc:
-            raise StageFailed(str(exc), reason="WriteRefused") from None
+            raise StageFailed(str(exc), reason="WriteRefused", bad_input=not exc.retryable) from None
     details = {
         "rows": rows,
         "seconds": {"pipeline": round(piped - started, 3), "swap": round(time.monotonic() - piped, 3)},

@@ -45,7 +45,7 @@ def run(ctx: StageContext) -> StageResult:
             loaded = warehouse.append_table(table, str(validated), lineage, **layout)
         total = warehouse.row_count(table)
     except WarehouseError as exc:
-        raise StageFailed(str(exc), reason="LoadRefused") from None
+        raise StageFailed(str(exc), reason="LoadRefused", bad_input=not exc.retryable) from None
     return StageResult(
         stage="load",
         rows_in=loaded,

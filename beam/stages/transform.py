@@ -85,7 +85,7 @@ def run(ctx: StageContext) -> StageResult:
             rejected_lineage = replace(lineage, table=rejects, options={})
             warehouse.replace_table(rejects, outcome["rejects_parts"], rejected_lineage, order_by=["raw_row"])
     except WarehouseError as exc:
-        raise StageFailed(str(exc), reason="WriteRefused") from None
+        raise StageFailed(str(exc), reason="WriteRefused", bad_input=not exc.retryable) from None
     set_aside = outcome["rejects_written"] if rejects is not None else 0
     details = {
         "duplicates_dropped": outcome["duplicates_dropped"],

@@ -309,5 +309,5 @@ def _write_rejects_table(ctx: StageContext, rejects: pa.Table) -> int:
         warehouse = open_warehouse(ctx.workdir)
         warehouse.replace_run_rows(table, data, lineage)
     except WarehouseError as exc:
-        raise StageFailed(str(exc), reason="WriteRefused") from None
+        raise StageFailed(str(exc), reason="WriteRefused", bad_input=not exc.retryable) from None
     return int(warehouse.bytes_billed)

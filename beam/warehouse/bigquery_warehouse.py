@@ -64,6 +64,12 @@ class MissingDatasetError(WarehouseError):
     """A dataset the stage writes to does not exist."""
 
 
+class WarehouseUnavailable(WarehouseError):
+    """BigQuery kept refusing for a reason that passes with time (quota, rate limit, backend, conflict)."""
+
+    retryable = True
+
+
 def label_value(text: str) -> str:
     """BigQuery label rule: lowercase letters, digits, ``_`` and ``-``, at most 63 characters."""
     return re.sub(r"[^a-z0-9_-]", "_", text.lower())[:63]
@@ -424,7 +430,7 @@ class BigQueryWarehouse:
                 if retryable(exc) and attempt < last:
                     self._back_off(attempt, job_id, exc)
                     continue
-                raise explain(exc, what, self.project, self.location) from None
+                raise self._gave_up(exc, what) from None
             try:
                 job.result()
             except gexc.GoogleAPICallError as exc:
@@ -433,11 +439,19 @@ class BigQueryWarehouse:
                 if retryable(exc) and attempt < last:
                     self._back_off(attempt, job_id, exc)
                     continue
-                raise explain(exc, what, self.project, self.location) from None
+                raise self._gave_up(exc, what) from None
             self.job_ids.append(job_id)
             self.bytes_billed += int(getattr(job, "total_bytes_billed", None) or 0)
             return job
         raise AssertionError("unreachable")
+
+    def _gave_up(self, exc: gexc.GoogleAPICallError, what: str) -> WarehouseError:
+        error = explain(exc, what, self.project, self.location)
+        if retryable(exc):
+            return WarehouseUnavailable(
+                f"{error} (still failing after {self.attempts} attempts: the stage may be retried)"
+            )
+        return error
 
     def _back_off(self, attempt: int, job_id: str, exc: Exception) -> None:
         delay = min(self.backoff_seconds * 2**attempt, MAX_BACKOFF_SECONDS)

@@ -20,7 +20,11 @@ LOCK_WAIT_SECONDS = 120.0
 
 
 class WarehouseError(Exception):
-    """A warehouse operation a user can fix (missing table, refused append, ...)."""
+    """A warehouse operation a user can fix (missing table, refused append, ...).
+
+    ``retryable``: the warehouse was unavailable (quota, rate limit, backend), a later attempt may pass."""
+
+    retryable = False
 
 
 @dataclass(frozen=True)

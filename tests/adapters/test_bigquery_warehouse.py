@@ -268,3 +268,16 @@ def test_configuration_selects_bigquery_from_the_environment(
     assert not (tmp_path / "warehouse.duckdb").exists()
     with pytest.raises(WarehouseError, match="DATAOPS_BIGQUERY_PROJECT"):
         open_warehouse(tmp_path, {"DATAOPS_WAREHOUSE": "bigquery"})
+
+
+def test_quota_that_does_not_pass_leaves_the_stage_retryable(bigquery_double: BigQueryDouble) -> None:
+    sleeps: list[float] = []
+    wh = warehouse(with_dataset(bigquery_double, "inv_raw"), sleeps)
+    bigquery_double.faults.quota("quotaExceeded", times=wh.attempts)
+
+    with pytest.raises(WarehouseError) as caught:
+        wh.replace_table("inv_raw.resources", ROWS, lineage())
+
+    assert caught.value.retryable
+    assert "Quota exceeded" in str(caught.value)
+    assert len(sleeps) == wh.attempts - 1
