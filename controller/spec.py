@@ -490,6 +490,21 @@ class Timeouts(Model):
     run_seconds: int | None = Field(default=None, ge=1, alias="runSeconds")
 
 
+class Warehouse(Model):
+    """Where this run's tables live; a field left unset keeps the installation's choice (Helm warehouse.*)."""
+
+    type: Literal["duckdb", "bigquery"] | None = Field(
+        default=None,
+        description="duckdb (a file in the stage's workdir) or bigquery (default: DATAOPS_WAREHOUSE).",
+    )
+    project: str | None = Field(
+        default=None, description="BigQuery project (default: DATAOPS_BIGQUERY_PROJECT)."
+    )
+    location: str | None = Field(
+        default=None, description="BigQuery location, e.g. EU (default: DATAOPS_BIGQUERY_LOCATION)."
+    )
+
+
 class PipelineRunSpec(Model):
     source: Source
     validate_: Validate = Field(default_factory=Validate, alias="validate")
@@ -497,6 +512,7 @@ class PipelineRunSpec(Model):
     transform: Transform | None = None
     aggregate: list[Aggregate] = Field(default_factory=list)
     runner: Literal["direct", "dataflow"] = "direct"
+    warehouse: Warehouse | None = None
     retries: Retries = Field(default_factory=Retries)
     timeouts: Timeouts = Field(default_factory=Timeouts)
     cancel: bool = Field(default=False, description="Set to true to cancel the run.")

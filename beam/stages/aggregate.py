@@ -26,7 +26,7 @@ def run(ctx: StageContext) -> StageResult:
             reason="InvalidSpec",
         )
     source = spec.transform.output.table
-    warehouse = open_warehouse(ctx.workdir)
+    warehouse = open_warehouse(ctx.workdir, choice=spec.warehouse)
     if not warehouse.exists(source):
         raise StageFailed(
             f"input table {source} does not exist in {warehouse.path}: run the transform stage first",

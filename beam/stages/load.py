@@ -38,7 +38,7 @@ def run(ctx: StageContext) -> StageResult:
         "declared": {c.name: c.type.value for c in spec.source.columns},
     }
     try:
-        warehouse = open_warehouse(ctx.workdir)
+        warehouse = open_warehouse(ctx.workdir, choice=spec.warehouse)
         if spec.load.write_mode == "replace":
             loaded = warehouse.replace_table(table, str(validated), lineage, **layout)
         else:

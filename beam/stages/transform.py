@@ -33,7 +33,7 @@ def run(ctx: StageContext) -> StageResult:
     if spec.transform is None:
         raise StageFailed("spec.transform is not set: this run has no transform stage", reason="InvalidSpec")
     source, output = spec.load.table, spec.transform.output
-    warehouse = open_warehouse(ctx.workdir)
+    warehouse = open_warehouse(ctx.workdir, choice=spec.warehouse)
     if not warehouse.exists(source):
         raise StageFailed(
             f"input table {source} does not exist in {warehouse.path}: run the load stage first",

@@ -306,7 +306,7 @@ def _write_rejects_table(ctx: StageContext, rejects: pa.Table) -> int:
         written_at=ctx.started_at,
     )
     try:
-        warehouse = open_warehouse(ctx.workdir)
+        warehouse = open_warehouse(ctx.workdir, choice=ctx.run.spec.warehouse)
         warehouse.replace_run_rows(table, data, lineage)
     except WarehouseError as exc:
         raise StageFailed(str(exc), reason="WriteRefused", bad_input=not exc.retryable) from None

@@ -21,9 +21,10 @@ if TYPE_CHECKING:
 WAREHOUSE_FILE = "warehouse.duckdb"
 
 
-def open_warehouse(workdir: Path | str, environ: Mapping[str, str] | None = None) -> Any:
-    """The warehouse a stage writes to: DuckDB in ``workdir`` unless the environment selects BigQuery."""
-    config = warehouse_config(os.environ if environ is None else environ)
+def open_warehouse(workdir: Path | str, environ: Mapping[str, str] | None = None, choice: Any = None) -> Any:
+    """The warehouse a stage writes to: DuckDB in ``workdir`` unless the run's ``spec.warehouse``
+    (``choice``) or the environment selects BigQuery."""
+    config = warehouse_config(os.environ if environ is None else environ, choice)
     if config.kind == "bigquery":
         return open_bigquery(config)
     return DuckDBWarehouse(Path(workdir) / WAREHOUSE_FILE)

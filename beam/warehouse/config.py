@@ -8,14 +8,15 @@
 | ``DATAOPS_BIGQUERY_ENDPOINT`` | an API endpoint override, for a local double or emulator: anonymous credentials are used |
 
 In the cluster the Helm chart sets them on every stage pod (``warehouse.*`` values); locally they come
-from the shell. :func:`warehouse_config` is pure (it reads the mapping it is given).
+from the shell. A run's ``spec.warehouse`` (``type``, ``project``, ``location``) overrides them for that
+run. :func:`warehouse_config` is pure (it reads the mapping and the choice it is given).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from beam.warehouse.duckdb_warehouse import WarehouseError
 
@@ -31,13 +32,19 @@ class WarehouseConfig:
     endpoint: str | None = None
 
 
-def warehouse_config(environ: Mapping[str, str]) -> WarehouseConfig:
-    kind = (environ.get("DATAOPS_WAREHOUSE") or "duckdb").strip().lower()
+def warehouse_config(environ: Mapping[str, str], choice: Any = None) -> WarehouseConfig:
+    """From the environment, where a run's ``spec.warehouse`` (``choice``: ``type``, ``project``,
+    ``location``) wins field by field."""
+    kind = (getattr(choice, "type", None) or environ.get("DATAOPS_WAREHOUSE") or "duckdb").strip().lower()
     if kind not in KINDS:
         raise WarehouseError(f"DATAOPS_WAREHOUSE={kind!r}: choose one of {', '.join(KINDS)}")
     if kind == "duckdb":
         return WarehouseConfig()
-    project = environ.get("DATAOPS_BIGQUERY_PROJECT") or environ.get("GOOGLE_CLOUD_PROJECT")
+    project = (
+        getattr(choice, "project", None)
+        or environ.get("DATAOPS_BIGQUERY_PROJECT")
+        or environ.get("GOOGLE_CLOUD_PROJECT")
+    )
     if not project:
         raise WarehouseError(
             "DATAOPS_WAREHOUSE=bigquery needs a project: set DATAOPS_BIGQUERY_PROJECT"
@@ -46,6 +53,6 @@ def warehouse_config(environ: Mapping[str, str]) -> WarehouseConfig:
     return WarehouseConfig(
         kind="bigquery",
         project=project,
-        location=environ.get("DATAOPS_BIGQUERY_LOCATION") or None,
+        location=getattr(choice, "location", None) or environ.get("DATAOPS_BIGQUERY_LOCATION") or None,
         endpoint=environ.get("DATAOPS_BIGQUERY_ENDPOINT") or None,
     )

@@ -69,14 +69,16 @@ def test_run_selected_onto_bigquery_loads_into_the_double(
     assert table_names(workdir) == set()  # nothing went to the local DuckDB warehouse
 
 
-def test_run_onto_a_missing_dataset_fails_saying_how_to_create_it(
+def test_run_selecting_bigquery_in_its_spec_onto_a_missing_dataset_says_how_to_create_it(
     bigquery_double: BigQueryDouble, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, workdir: Path
 ) -> None:
     (tmp_path / "items.csv").write_text(CSV, encoding="utf-8")
-    bigquery_env(monkeypatch, bigquery_double)
+    monkeypatch.delenv("DATAOPS_WAREHOUSE", raising=False)
+    monkeypatch.setenv("DATAOPS_BIGQUERY_ENDPOINT", bigquery_double.endpoint)
+    spec = SPEC | {"warehouse": {"type": "bigquery", "project": bigquery_double.project}}
 
     result = run_cli(
-        "run", str(write_spec(tmp_path, SPEC, name="shop-2")), "--workdir", str(workdir), "--output", "json"
+        "run", str(write_spec(tmp_path, spec, name="shop-2")), "--workdir", str(workdir), "--output", "json"
     )
 
     assert result.code == 1

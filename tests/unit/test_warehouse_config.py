@@ -7,6 +7,7 @@ from google.api_core import exceptions as gexc
 
 from beam.warehouse import LineageRecord, WarehouseConfig, WarehouseError, warehouse_config
 from beam.warehouse.bigquery_warehouse import explain, job_id_base, job_labels, retryable
+from controller.spec import Warehouse
 
 pytestmark = pytest.mark.unit
 
@@ -35,6 +36,24 @@ def test_bigquery_takes_project_location_and_endpoint_from_the_environment() -> 
     }
 
     assert warehouse_config(env) == WarehouseConfig("bigquery", "p", "EU", "http://127.0.0.1:9050")
+
+
+def test_a_runs_spec_wins_over_the_environment_field_by_field() -> None:
+    env = {
+        "DATAOPS_WAREHOUSE": "duckdb",
+        "DATAOPS_BIGQUERY_PROJECT": "p-env",
+        "DATAOPS_BIGQUERY_LOCATION": "EU",
+    }
+
+    chosen = warehouse_config(env, Warehouse(type="bigquery", location="US"))
+
+    assert chosen == WarehouseConfig("bigquery", "p-env", "US")
+    assert (
+        warehouse_config(
+            {"DATAOPS_WAREHOUSE": "bigquery", "DATAOPS_BIGQUERY_PROJECT": "p"}, Warehouse(type="duckdb")
+        )
+        == WarehouseConfig()
+    )
 
 
 def test_bigquery_project_falls_back_to_google_cloud_project() -> None:
