@@ -20,23 +20,20 @@ resource, a quota or rate limit.
 
 from __future__ import annotations
 
-import email.parser
-import email.policy
-import json
 import re
-import socket
 import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.doubles.bigquery_engine import ApiError, Engine, Outcome, encode, ms
+from tests.doubles.bigquery_engine import Engine
+from tests.doubles.bigquery_http import make_handler
+from tests.doubles.bigquery_types import ApiError, Outcome, ms, result_rows
 
 PROJECT = "dataops-test"
 SERIALIZE = "Could not serialize access to table {table} due to concurrent update"
@@ -111,7 +108,7 @@ class BigQueryDouble:
         self.requests: list[tuple[str, str]] = []
         self.uploads: dict[str, dict[str, Any]] = {}
         self._lock = threading.RLock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(self))
         self.server.daemon_threads = True
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, name="bigquery-double", daemon=True)
@@ -185,8 +182,8 @@ class BigQueryDouble:
             outcome = self._run(config, kind, upload)
         except ApiError as exc:
             job["status"] = {"state": "DONE", "errorResult": exc.proto(), "errors": [exc.proto()]}
-        except Exception as exc:  # a bug in the double: the job fails as with BigQuery's internal error
-            error = ApiError(500, "internalError", f"{type(exc).__name__}: {exc}").proto()
+        except Exception as exc:  # a bug in the double: the job fails (reason doubleBug), nothing hangs
+            error = ApiError(500, "doubleBug", f"{type(exc).__name__}: {exc}").proto()
             job["status"] = {"state": "DONE", "errorResult": error, "errors": [error]}
         else:
             job["status"] = {"state": "DONE"}
@@ -261,7 +258,7 @@ class BigQueryDouble:
             body |= {
                 "schema": {"fields": outcome.schema},
                 "totalRows": str(len(rows)),
-                "rows": _rows(rows[start:end], outcome.schema, int64),
+                "rows": result_rows(rows[start:end], outcome.schema, int64),
             }
             if end < len(rows):
                 body["pageToken"] = str(end)
@@ -287,11 +284,6 @@ def _statistics(kind: str, outcome: Outcome) -> dict[str, Any]:
     return stats
 
 
-def _rows(rows: list[list[Any]], schema: list[dict[str, Any]], int64: bool) -> list[dict[str, Any]]:
-    types = [f["type"] for f in schema]
-    return [{"f": [{"v": encode(v, t, int64)} for v, t in zip(row, types, strict=True)]} for row in rows]
-
-
 def _names(text: str) -> set[tuple[str, str]]:
     """``dataset.table`` names in a query's text (backquoted or bare), for permission checks."""
     found = set()
@@ -305,244 +297,6 @@ def _names(text: str) -> set[tuple[str, str]]:
 def _merge_target(text: str) -> str:
     match = re.search(r"\bMERGE\s+(?:INTO\s+)?`?([\w-]+)`?\.`?(\w+)`?", text, re.I)
     return f"{match.group(1)}.{match.group(2)}" if match else "unknown.unknown"
-
-
-ROUTES = [
-    ("POST", r"/projects/(?P<p>[^/]+)/datasets", "dataset_insert"),
-    ("GET", r"/projects/(?P<p>[^/]+)/datasets", "dataset_list"),
-    ("GET", r"/projects/(?P<p>[^/]+)/datasets/(?P<d>[^/]+)", "dataset_get"),
-    ("DELETE", r"/projects/(?P<p>[^/]+)/datasets/(?P<d>[^/]+)", "dataset_delete"),
-    ("POST", r"/projects/(?P<p>[^/]+)/datasets/(?P<d>[^/]+)/tables", "table_insert"),
-    ("GET", r"/projects/(?P<p>[^/]+)/datasets/(?P<d>[^/]+)/tables", "table_list"),
-    ("GET", r"/projects/(?P<p>[^/]+)/datasets/(?P<d>[^/]+)/tables/(?P<t>[^/]+)", "table_get"),
-    ("PATCH", r"/projects/(?P<p>[^/]+)/datasets/(?P<d>[^/]+)/tables/(?P<t>[^/]+)", "table_patch"),
-    ("PUT", r"/projects/(?P<p>[^/]+)/datasets/(?P<d>[^/]+)/tables/(?P<t>[^/]+)", "table_patch"),
-    ("DELETE", r"/projects/(?P<p>[^/]+)/datasets/(?P<d>[^/]+)/tables/(?P<t>[^/]+)", "table_delete"),
-    ("GET", r"/projects/(?P<p>[^/]+)/datasets/(?P<d>[^/]+)/tables/(?P<t>[^/]+)/data", "table_data"),
-    ("POST", r"/projects/(?P<p>[^/]+)/datasets/(?P<d>[^/]+)/tables/(?P<t>[^/]+)/insertAll", "insert_all"),
-    ("POST", r"/projects/(?P<p>[^/]+)/jobs", "job_insert"),
-    ("GET", r"/projects/(?P<p>[^/]+)/jobs/(?P<j>[^/]+)", "job_get"),
-    ("POST", r"/projects/(?P<p>[^/]+)/jobs/(?P<j>[^/]+)/cancel", "job_cancel"),
-    ("GET", r"/projects/(?P<p>[^/]+)/queries/(?P<j>[^/]+)", "query_results"),
-    ("POST", r"/projects/(?P<p>[^/]+)/queries", "query"),
-]
-
-
-class _Dropped(Exception):
-    """The answer is lost: the connection closes without one."""
-
-
-def _handler(double: BigQueryDouble) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
-        def do_GET(self) -> None:
-            self._serve("GET")
-
-        def do_POST(self) -> None:
-            self._serve("POST")
-
-        def do_PUT(self) -> None:
-            self._serve("PUT")
-
-        def do_PATCH(self) -> None:
-            self._serve("PATCH")
-
-        def do_DELETE(self) -> None:
-            self._serve("DELETE")
-
-        def _serve(self, method: str) -> None:
-            url = urlsplit(self.path)
-            query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
-            double.requests.append((method, url.path))
-            try:
-                status, answer, headers = self._route(method, url.path, query, body)
-            except _Dropped:
-                self.close_connection = True
-                self.connection.shutdown(socket.SHUT_RDWR)
-                return
-            except ApiError as exc:
-                status, answer, headers = exc.code, exc.body(), {}
-            except Exception as exc:  # a bug in the double: answered as BigQuery's internal error
-                status, answer, headers = 500, ApiError(500, "internalError", repr(exc)).body(), {}
-            data = b"" if answer is None else json.dumps(answer).encode()
-            self.send_response(status)
-            for key, value in headers.items():
-                self.send_header(key, value)
-            self.send_header("Content-Type", "application/json; charset=UTF-8")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _route(
-            self, method: str, path: str, query: dict[str, str], body: bytes
-        ) -> tuple[int, Any, dict[str, str]]:
-            if path.startswith("/upload/bigquery/v2/"):
-                return self._upload(method, path[len("/upload/bigquery/v2") :], query, body)
-            if path.startswith("/bigquery/v2/"):
-                path = path[len("/bigquery/v2") :]
-            for verb, pattern, name in ROUTES:
-                match = re.fullmatch(pattern, path)
-                if verb == method and match:
-                    args = match.groupdict()
-                    payload = json.loads(body) if body else {}
-                    return getattr(self, name)(args, query, payload)
-            raise ApiError(
-                404, "notFound", f"Not found: {method} {path} is not served by the BigQuery double"
-            )
-
-        # datasets and tables
-        def dataset_insert(self, a: dict[str, str], q: dict[str, str], body: dict[str, Any]) -> Any:
-            return 200, double.engine.create_dataset(body), {}
-
-        def dataset_list(self, a: dict[str, str], q: dict[str, str], body: dict[str, Any]) -> Any:
-            rows = double.engine.sql(
-                "SELECT schema_name FROM information_schema.schemata WHERE catalog_name = current_database() AND schema_name NOT IN ('main', 'information_schema', 'pg_catalog') ORDER BY 1"
-            )
-            return (
-                200,
-                {
-                    "kind": "bigquery#datasetList",
-                    "datasets": [double.engine.dataset_resource(r[0]) for r in rows],
-                },
-                {},
-            )
-
-        def dataset_get(self, a: dict[str, str], q: dict[str, str], body: dict[str, Any]) -> Any:
-            double._check_permission(a["d"], "bigquery.datasets.get")
-            return 200, double.engine.dataset_resource(a["d"]), {}
-
-        def dataset_delete(self, a: dict[str, str], q: dict[str, str], body: dict[str, Any]) -> Any:
-            double.engine.delete_dataset(a["d"], q.get("deleteContents", "false").lower() == "true")
-            return 204, None, {}
-
-        def table_insert(self, a: dict[str, str], q: dict[str, str], body: dict[str, Any]) -> Any:
-            return 200, double.engine.create_table(a["d"], body), {}
-
-        def table_list(self, a: dict[str, str], q: dict[str, str], body: dict[str, Any]) -> Any:
-            double.engine.require_dataset(a["d"])
-            tables = [double.engine.table_resource(a["d"], t) for t in double.engine.list_tables(a["d"])]
-            return 200, {"kind": "bigquery#tableList", "tables": tables, "totalItems": len(tables)}, {}
-
-        def table_get(self, a: dict[str, str], q: dict[str, str], body: dict[str, Any]) -> Any:
-            double._check_permission(f"{a['d']}.{a['t']}", "bigquery.tables.get")
-            return 200, double.engine.table_resource(a["d"], a["t"]), {}
-
-        def table_patch(self, a: dict[str, str], q: dict[str, str], body: dict[str, Any]) -> Any:
-            return 200, double.engine.patch_table(a["d"], a["t"], body), {}
-
-        def table_delete(self, a: dict[str, str], q: dict[str, str], body: dict[str, Any]) -> Any:
-            double.engine.delete_table(a["d"], a["t"])
-            return 204, None, {}
-
-        def table_data(self, a: dict[str, str], q: dict[str, str], body: dict[str, Any]) -> Any:
-            double._check_permission(f"{a['d']}.{a['t']}", "bigquery.tables.getData")
-            start = int(q.get("startIndex") or q.get("pageToken") or 0)
-            limit = int(q["maxResults"]) if "maxResults" in q else None
-            schema, rows, total = double.engine.list_rows(a["d"], a["t"], start, limit)
-            int64 = q.get("formatOptions.useInt64Timestamp", "false").lower() == "true"
-            answer: dict[str, Any] = {
-                "kind": "bigquery#tableDataList",
-                "totalRows": str(total),
-                "rows": _rows(rows, schema, int64),
-            }
-            if start + len(rows) < total:
-                answer["pageToken"] = str(start + len(rows))
-            return 200, answer, {}
-
-        def insert_all(self, a: dict[str, str], q: dict[str, str], body: dict[str, Any]) -> Any:
-            double._check_permission(f"{a['d']}.{a['t']}", "bigquery.tables.updateData")
-            double.engine.stream_rows(a["d"], a["t"], [r["json"] for r in body.get("rows", [])])
-            return 200, {"kind": "bigquery#tableDataInsertAllResponse"}, {}
-
-        # jobs
-        def job_insert(self, a: dict[str, str], q: dict[str, str], body: dict[str, Any]) -> Any:
-            job = double.insert_job(a["p"], body)
-            self._maybe_drop()
-            return 200, job, {}
-
-        def _maybe_drop(self) -> None:
-            with double._lock:
-                if double.faults.lost_inserts > 0:
-                    double.faults.lost_inserts -= 1
-                    raise _Dropped()
-
-        def job_get(self, a: dict[str, str], q: dict[str, str], body: dict[str, Any]) -> Any:
-            return 200, double.get_job(a["p"], a["j"]), {}
-
-        def job_cancel(self, a: dict[str, str], q: dict[str, str], body: dict[str, Any]) -> Any:
-            return 200, {"kind": "bigquery#jobCancelResponse", "job": double.get_job(a["p"], a["j"])}, {}
-
-        def query_results(self, a: dict[str, str], q: dict[str, str], body: dict[str, Any]) -> Any:
-            return 200, double.query_results(a["p"], a["j"], q), {}
-
-        def query(self, a: dict[str, str], q: dict[str, str], body: dict[str, Any]) -> Any:
-            config = {
-                k: body[k] for k in ("query", "useLegacySql", "queryParameters", "parameterMode") if k in body
-            }
-            resource = {
-                "jobReference": {"location": body.get("location")},
-                "configuration": {"query": config, "labels": body.get("labels", {})},
-            }
-            job = double.insert_job(a["p"], resource)
-            error = job["status"].get("errorResult")
-            if error:
-                raise ApiError(
-                    403 if error["reason"] == "accessDenied" else 400, error["reason"], error["message"]
-                )
-            answer = double.query_results(a["p"], job["jobReference"]["jobId"], {})
-            answer["kind"] = "bigquery#queryResponse"
-            return 200, answer, {}
-
-        # uploads for load jobs
-        def _upload(
-            self, method: str, path: str, q: dict[str, str], body: bytes
-        ) -> tuple[int, Any, dict[str, str]]:
-            match = re.fullmatch(r"/projects/(?P<p>[^/]+)/jobs", path)
-            if not match:
-                raise ApiError(404, "notFound", f"Not found: upload {path}")
-            project = match.group("p")
-            kind = q.get("uploadType")
-            if kind == "multipart" and method == "POST":
-                resource, data = _multipart(self.headers.get("Content-Type", ""), body)
-                job = double.insert_job(project, resource, data)
-                self._maybe_drop()
-                return 200, job, {}
-            if kind == "resumable" and method == "POST" and "upload_id" not in q:
-                upload_id = uuid.uuid4().hex
-                double.uploads[upload_id] = {
-                    "resource": json.loads(body),
-                    "data": bytearray(),
-                    "project": project,
-                }
-                location = f"{double.endpoint}/upload/bigquery/v2/projects/{project}/jobs?uploadType=resumable&upload_id={upload_id}"
-                return 200, None, {"Location": location}
-            if kind == "resumable" and method == "PUT":
-                session = double.uploads[q["upload_id"]]
-                session["data"] += body
-                total = re.search(r"/(\d+|\*)$", self.headers.get("Content-Range", ""))
-                if total and total.group(1) != "*" and len(session["data"]) >= int(total.group(1)):
-                    job = double.insert_job(session["project"], session["resource"], bytes(session["data"]))
-                    self._maybe_drop()
-                    return 200, job, {}
-                return 308, None, {"Range": f"bytes=0-{len(session['data']) - 1}"}
-            raise ApiError(400, "invalid", f"upload type {kind} with {method} is not served by the double")
-
-    return Handler
-
-
-def _multipart(content_type: str, body: bytes) -> tuple[dict[str, Any], bytes]:
-    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body
-    )
-    parts = list(message.iter_parts())  # type: ignore[attr-defined]
-    resource = json.loads(parts[0].get_payload(decode=True))
-    return resource, parts[1].get_payload(decode=True)
 
 
 @pytest.fixture

@@ -13,22 +13,10 @@ names, and is billed that rounded up to a MiB, at least 10 MiB (on-demand pricin
 
 from __future__ import annotations
 
-import base64
-import datetime as dt
-import decimal
-import fnmatch
-import json
-import math
-import os
 import re
 import tempfile
 import threading
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,138 +36,18 @@ from tests.doubles.bigquery_script import (
     is_script,
     parse_script,
 )
-
-MIB = 1024 * 1024
-DOUBLE_QUOTE = '"'
-MIN_BILLED = 10 * MIB
-STATUS = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 409: "ALREADY_EXISTS"}
-TO_DUCKDB = {
-    "STRING": "VARCHAR",
-    "INTEGER": "BIGINT",
-    "INT64": "BIGINT",
-    "FLOAT": "DOUBLE",
-    "FLOAT64": "DOUBLE",
-    "NUMERIC": "DECIMAL(38, 9)",
-    "BIGNUMERIC": "DOUBLE",
-    "BOOLEAN": "BOOLEAN",
-    "BOOL": "BOOLEAN",
-    "DATE": "DATE",
-    "DATETIME": "TIMESTAMP",
-    "TIMESTAMP": "TIMESTAMPTZ",
-    "TIME": "TIME",
-    "BYTES": "BLOB",
-    "JSON": "JSON",
-}
-WIDTH = {"INTEGER": 8, "FLOAT": 8, "NUMERIC": 16, "BOOLEAN": 1, "DATE": 8, "DATETIME": 8, "TIMESTAMP": 8}
-
-
-class ApiError(Exception):
-    """An error as BigQuery answers it: HTTP code, ``reason`` and message."""
-
-    def __init__(self, code: int, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.code, self.reason, self.message = code, reason, message
-
-    def proto(self) -> dict[str, str]:
-        return {"reason": self.reason, "message": self.message, "domain": "global"}
-
-    def body(self) -> dict[str, Any]:
-        status = STATUS.get(self.code, "INTERNAL" if self.code >= 500 else "FAILED_PRECONDITION")
-        if self.reason in ("quotaExceeded", "rateLimitExceeded"):
-            status = "RESOURCE_EXHAUSTED" if self.code == 429 else "PERMISSION_DENIED"
-        return {
-            "error": {"code": self.code, "message": self.message, "errors": [self.proto()], "status": status}
-        }
-
-
-def invalid(message: str) -> ApiError:
-    return ApiError(400, "invalidQuery", message)
-
-
-@dataclass
-class Outcome:
-    """What a job did: its result set (if any), statistics, and the statement type."""
-
-    statement_type: str = ""
-    schema: list[dict[str, Any]] | None = None
-    rows: list[list[Any]] | None = None
-    dml_rows: int | None = None
-    bytes_processed: int = 0
-    load: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def bytes_billed(self) -> int:
-        if self.bytes_processed <= 0:
-            return 0
-        return max(MIN_BILLED, math.ceil(self.bytes_processed / MIB) * MIB)
-
-
-def ms(now: dt.datetime | None = None) -> str:
-    return str(int((now or dt.datetime.now(dt.UTC)).timestamp() * 1000))
-
-
-def arrow_to_bq(t: pa.DataType) -> str:
-    if pa.types.is_boolean(t):
-        return "BOOLEAN"
-    if pa.types.is_integer(t):
-        return "INTEGER"
-    if pa.types.is_floating(t):
-        return "FLOAT"
-    if pa.types.is_decimal(t):
-        return "NUMERIC" if t.precision <= 38 else "BIGNUMERIC"
-    if pa.types.is_date(t):
-        return "DATE"
-    if pa.types.is_timestamp(t):
-        return "TIMESTAMP" if t.tz else "DATETIME"
-    if pa.types.is_time(t):
-        return "TIME"
-    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
-        return "BYTES"
-    return "STRING"
-
-
-def encode(value: Any, bq_type: str, int64_timestamp: bool) -> Any:
-    """One cell as getQueryResults / tabledata.list send it (``{"v": text}``)."""
-    if value is None:
-        return None
-    if bq_type == "BOOLEAN":
-        return "true" if value else "false"
-    if bq_type == "TIMESTAMP":
-        stamp = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-        micros = int(stamp.timestamp()) * 1_000_000 + stamp.microsecond
-        return str(micros) if int64_timestamp else repr(micros / 1e6)
-    if bq_type in ("DATE", "TIME"):
-        return value.isoformat()
-    if bq_type == "DATETIME":
-        return value.isoformat(timespec="microseconds")
-    if bq_type == "BYTES":
-        return base64.b64encode(value).decode()
-    if isinstance(value, decimal.Decimal):
-        return format(value.normalize(), "f")
-    return str(value)
-
-
-def parameter_value(param: Mapping[str, Any]) -> Any:
-    kind = param.get("parameterType", {}).get("type", "STRING")
-    raw = (param.get("parameterValue") or {}).get("value")
-    if raw is None:
-        return None
-    if kind in ("INT64", "INTEGER"):
-        return int(raw)
-    if kind in ("FLOAT64", "FLOAT"):
-        return float(raw)
-    if kind in ("NUMERIC", "BIGNUMERIC"):
-        return decimal.Decimal(raw)
-    if kind in ("BOOL", "BOOLEAN"):
-        return str(raw).lower() == "true"
-    if kind == "TIMESTAMP":
-        stamp = dt.datetime.fromisoformat(str(raw).replace(" UTC", "+00:00"))
-        return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)
-    if kind == "DATETIME":
-        return dt.datetime.fromisoformat(str(raw))
-    if kind == "DATE":
-        return dt.date.fromisoformat(str(raw))
-    return str(raw)
+from tests.doubles.bigquery_sources import read_source, source_files
+from tests.doubles.bigquery_types import (
+    WIDTH,
+    ApiError,
+    Outcome,
+    arrow_to_bq,
+    columns_ddl,
+    field_of,
+    invalid,
+    ms,
+    parameter_value,
+)
 
 
 def table_names(tree: exp.Expression) -> set[tuple[str, str]]:
@@ -355,7 +223,7 @@ class Engine:
                 raise ApiError(409, "duplicate", f"Already Exists: Table {self.table_id(dataset, table)}")
             if not fields:
                 raise ApiError(400, "invalid", "The double needs a schema to create a table")
-            self.con.execute(f'CREATE TABLE "{dataset}"."{table}" ({_columns_ddl(fields)})')
+            self.con.execute(f'CREATE TABLE "{dataset}"."{table}" ({columns_ddl(fields)})')
             self._record_table(dataset, table, fields, resource)
         return self.table_resource(dataset, table)
 
@@ -407,7 +275,7 @@ class Engine:
         self, dataset: str, table: str, fields: list[dict[str, Any]], props: Mapping[str, Any]
     ) -> None:
         now = ms()
-        meta = {"creationTime": now, "lastModifiedTime": now, "schema": [_field(f) for f in fields]}
+        meta = {"creationTime": now, "lastModifiedTime": now, "schema": [field_of(f) for f in fields]}
         for key in ("timePartitioning", "clustering", "labels", "description", "rangePartitioning"):
             if props.get(key):
                 meta[key] = props[key]
@@ -530,11 +398,11 @@ class Engine:
         dest = config["destinationTable"]
         dataset, table = dest["datasetId"], dest["tableId"]
         fmt = (config.get("sourceFormat") or "CSV").upper()
-        fields = [_field(f) for f in (config.get("schema") or {}).get("fields") or []]
+        fields = [field_of(f) for f in (config.get("schema") or {}).get("fields") or []]
         with tempfile.TemporaryDirectory(prefix="bq-double-") as tmp:
-            files = self._source_files(config, upload, Path(tmp))
+            files = source_files(config, upload, Path(tmp), self.gcs_endpoint)
             size = sum(p.stat().st_size for p in files)
-            source = _read_source(fmt, files, fields, config)
+            source = read_source(fmt, files, fields, config)
             with self.lock:
                 self.require_dataset(dataset)
                 self.con.execute("BEGIN TRANSACTION")
@@ -601,48 +469,6 @@ class Engine:
             self.con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM {relation}")
             self.tables.setdefault((dataset, table), {"creationTime": ms()})["lastModifiedTime"] = ms()
 
-    def _source_files(self, config: Mapping[str, Any], upload: bytes | None, tmp: Path) -> list[Path]:
-        if upload is not None:
-            path = tmp / "upload"
-            path.write_bytes(upload)
-            return [path]
-        files = []
-        for n, uri in enumerate(config.get("sourceUris") or []):
-            for m, blob in enumerate(self._gcs_objects(uri)):
-                path = tmp / f"src-{n}-{m}"
-                path.write_bytes(blob)
-                files.append(path)
-        if not files:
-            raise ApiError(400, "invalid", "Load configuration must specify at least one source URI")
-        return files
-
-    def _gcs_objects(self, uri: str) -> Iterator[bytes]:
-        match = re.match(r"gs://([^/]+)/(.+)$", uri)
-        if not match:
-            raise ApiError(400, "invalid", f"Invalid source URI: {uri}; it must start with gs://")
-        endpoint = self.gcs_endpoint or os.environ.get("STORAGE_EMULATOR_HOST")
-        if not endpoint:
-            raise ApiError(400, "invalid", f"{uri}: the double has no GCS endpoint (STORAGE_EMULATOR_HOST)")
-        bucket, name = match.groups()
-        names = [name]
-        if "*" in name:
-            prefix = name.split("*", 1)[0]
-            listing = _get_json(f"{endpoint}/storage/v1/b/{bucket}/o?prefix={urllib.parse.quote(prefix)}")
-            names = sorted(
-                o["name"] for o in listing.get("items", []) if fnmatch.fnmatchcase(o["name"], name)
-            )
-            if not names:
-                raise ApiError(404, "notFound", f"Not found: URI {uri}")
-        for item in names:
-            url = f"{endpoint}/storage/v1/b/{bucket}/o/{urllib.parse.quote(item, safe='')}?alt=media"
-            try:
-                with urllib.request.urlopen(url, timeout=30) as response:
-                    yield response.read()
-            except urllib.error.HTTPError as exc:
-                if exc.code == 404:
-                    raise ApiError(404, "notFound", f"Not found: URI gs://{bucket}/{item}") from None
-                raise
-
 
 class _ScriptRun:
     """One script's execution: its transaction, the last result, the bytes it processed."""
@@ -694,59 +520,6 @@ class _ScriptRun:
         return outcome.rows[0][0] if outcome.rows else None
 
 
-def _get_json(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=30) as response:
-        data: dict[str, Any] = json.loads(response.read())
-    return data
-
-
-def _field(f: Mapping[str, Any]) -> dict[str, Any]:
-    kind = str(f.get("type", "STRING")).upper()
-    kind = {"INT64": "INTEGER", "FLOAT64": "FLOAT", "BOOL": "BOOLEAN"}.get(kind, kind)
-    out = {"name": f["name"], "type": kind, "mode": f.get("mode") or "NULLABLE"}
-    if f.get("description"):
-        out["description"] = f["description"]
-    return out
-
-
-def _columns_ddl(fields: list[dict[str, Any]]) -> str:
-    return ", ".join(f'"{f["name"]}" {TO_DUCKDB.get(_field(f)["type"], "VARCHAR")}' for f in fields)
-
-
-def _sql_string(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _read_source(fmt: str, files: list[Path], fields: list[dict[str, Any]], config: Mapping[str, Any]) -> str:
-    paths = "[" + ", ".join(_sql_string(str(p)) for p in files) + "]"
-    typed = {f["name"]: TO_DUCKDB.get(f["type"], "VARCHAR") for f in fields}
-    if fmt == "CSV":
-        options = [
-            f"skip = {int(config.get('skipLeadingRows') or 0)}",
-            "header = false",
-            f"delim = {_sql_string(config.get('fieldDelimiter') or ',')}",
-            f"quote = {_sql_string(config.get('quote', DOUBLE_QUOTE) or DOUBLE_QUOTE)}",
-            f"nullstr = {_sql_string(config.get('nullMarker') or '')}",
-        ]
-        if typed:
-            columns = "{" + ", ".join(f"{_sql_string(k)}: {_sql_string(v)}" for k, v in typed.items()) + "}"
-            options += [f"columns = {columns}", "auto_detect = false"]
-        return f"SELECT * FROM read_csv({paths}, {', '.join(options)})"
-    if fmt == "NEWLINE_DELIMITED_JSON":  # a field the row lacks is NULL, as in BigQuery
-        columns = "{" + ", ".join(f"{_sql_string(k)}: {_sql_string(v)}" for k, v in typed.items()) + "}"
-        typing = f", columns = {columns}" if typed else ""
-        return f"SELECT * FROM read_json({paths}, format = 'newline_delimited'{typing})"
-    if fmt == "PARQUET":
-        relation = f"read_parquet({paths})"
-    else:
-        raise ApiError(400, "invalid", f"The BigQuery double does not load {fmt} files")
-    if not typed:
-        return f"SELECT * FROM {relation}"
-    return (
-        "SELECT " + ", ".join(f'CAST("{k}" AS {v}) AS "{k}"' for k, v in typed.items()) + f" FROM {relation}"
-    )
-
-
 def _statement_type(tree: exp.Expression) -> str:
     if isinstance(tree, exp.Query):
         return "SELECT"
@@ -762,12 +535,3 @@ def _statement_type(tree: exp.Expression) -> str:
 
 def _duck_message(exc: BaseException) -> str:
     return str(exc).splitlines()[0]
-
-
-@contextmanager
-def opened(path: Path, project: str) -> Iterator[Engine]:
-    engine = Engine(path, project)
-    try:
-        yield engine
-    finally:
-        engine.close()
