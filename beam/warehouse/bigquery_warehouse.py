@@ -386,8 +386,11 @@ class BigQueryWarehouse:
         what = f"loading {table}"
         ref = self._ref(table)
         if isinstance(data, str) and data.startswith("gs://"):
-            if declared:
-                raise WarehouseError(f"{what}: a schema is taken from the parquet files of {data}")
+            if declared:  # the spec's columns, in its order and types (the files must hold exactly those)
+                config.schema = [
+                    bigquery.SchemaField(name, BQ_TYPES.get(kind.upper(), kind.upper()))
+                    for name, kind in declared.items()
+                ]
 
             def start(job_id: str) -> Any:
                 return self.client.load_table_from_uri(

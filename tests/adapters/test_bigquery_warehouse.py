@@ -138,6 +138,44 @@ def test_load_from_gcs_reads_the_object_through_the_gcs_api(
     ]
 
 
+def test_replace_from_gcs_loads_the_objects_with_the_specs_schema(
+    bigquery_double: BigQueryDouble, gcs_server: GcsServer
+) -> None:
+    import io
+
+    import pyarrow.parquet as pq
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    gcs = storage.Client(
+        project=gcs_server.project,
+        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+        client_options={"api_endpoint": gcs_server.endpoint},
+    )
+    bucket = gcs.create_bucket(f"staging-{uuid.uuid4().hex[:8]}")
+    for n in range(2):
+        part = io.BytesIO()
+        pq.write_table(ROWS.slice(n, 1), part)
+        bucket.blob(f"runs/inv-1/part-{n}.parquet").upload_from_string(part.getvalue())
+    wh = warehouse(with_dataset(bigquery_double, "inv_raw"))
+    declared = {
+        "resource_id": "STRING",
+        "resource_group": "STRING",
+        "monthly_cost": "NUMERIC",
+        "created_date": "DATE",
+    }
+
+    rows = wh.replace_table(
+        "inv_raw.resources", f"gs://{bucket.name}/runs/inv-1/part-*.parquet", lineage(), declared=declared
+    )
+
+    table = bigquery_double.client().get_table("inv_raw.resources")
+    assert rows == 2 and table.num_rows == 2
+    assert [f.field_type for f in table.schema] == ["STRING", "STRING", "NUMERIC", "DATE"]
+    [job] = bigquery_double.job_list("LOAD")
+    assert job["configuration"]["load"]["sourceUris"] == [f"gs://{bucket.name}/runs/inv-1/part-*.parquet"]
+
+
 def test_append_run_again_reattaches_by_job_id_and_loads_nothing_twice(
     bigquery_double: BigQueryDouble,
 ) -> None:
