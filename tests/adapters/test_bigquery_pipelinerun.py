@@ -4,11 +4,15 @@ partitioned and clustered as the spec says, and the bytes billed of each stage i
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli, table_names, write_spec
+from tests.conftest import ROOT, run_cli, table_names, write_spec
 from tests.doubles.bigquery_api import BigQueryDouble
 
 pytestmark = pytest.mark.e2e
@@ -132,3 +136,38 @@ def test_whole_run_transforms_and_aggregates_on_bigquery(
     stages = {j["configuration"]["labels"]["stage"] for j in bigquery_double.job_list("LOAD")}
     assert stages == {"validate", "load", "transform", "aggregate"}
     assert table_names(workdir) == set()
+
+
+def run_stage(stage: str, spec: Path, workdir: Path) -> dict[str, object]:
+    """One stage as the worker image runs it, with the run's fixed start time (the same in every attempt)."""
+    result = workdir / f"{stage}-result.json"
+    command = [sys.executable, "-m", "beam.stages", stage, "--spec", str(spec), "--workdir", str(workdir)]
+    subprocess.run(
+        [*command, "--started-at", "2026-03-02T09:00:00+00:00", "--result-file", str(result)],
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        check=True,
+        timeout=300,
+    )
+    data: dict[str, object] = json.loads(result.read_text(encoding="utf-8"))
+    return data
+
+
+def test_append_stage_run_again_after_a_crash_appends_nothing_twice(
+    bigquery_double: BigQueryDouble, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, workdir: Path
+) -> None:
+    bigquery_double.client().create_dataset("shop_raw")
+    (tmp_path / "items.csv").write_text(CSV, encoding="utf-8")
+    spec = write_spec(
+        tmp_path, SPEC | {"load": {"table": "shop_raw.items", "writeMode": "append"}}, name="shop-4"
+    )
+    bigquery_env(monkeypatch, bigquery_double)
+    run_stage("validate", spec, workdir)
+
+    first = run_stage("load", spec, workdir)
+    again = run_stage("load", spec, workdir)  # the stage's next attempt: its Job was lost after the load ran
+
+    assert first["rows_out"] == again["rows_out"] == 3
+    assert bigquery_double.engine.sql("SELECT count(*) FROM shop_raw.items") == [(3,)]
+    assert [j["configuration"]["load"]["writeDisposition"] for j in bigquery_double.job_list("LOAD")].count(
+        "WRITE_APPEND"
+    ) == 1
