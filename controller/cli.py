@@ -105,6 +105,7 @@ def _summary(doc: dict[str, Any], run_name: str, namespace: str, workdir: Path) 
                     "rowsIn",
                     "rowsOut",
                     "rowsRejected",
+                    "bytesBilled",
                     "durationSeconds",
                     "reason",
                     "message",

@@ -189,7 +189,10 @@ def _outcome_of(start: StartStage, code: int | None, result_file: Path, log_path
             reason="NoResult",
         )
     rows = StageRows(
-        int(result.get("rows_in", 0)), int(result.get("rows_out", 0)), int(result.get("rows_rejected", 0))
+        int(result.get("rows_in", 0)),
+        int(result.get("rows_out", 0)),
+        int(result.get("rows_rejected", 0)),
+        int(result.get("bytes_billed", 0) or 0),
     )
     if code == 0:
         return Outcome(

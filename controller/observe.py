@@ -46,6 +46,7 @@ def _rows(result: dict[str, Any]) -> StageRows:
         int(result.get("rows_in", 0) or 0),
         int(result.get("rows_out", 0) or 0),
         int(result.get("rows_rejected", 0) or 0),
+        int(result.get("bytes_billed", 0) or 0),
     )
 
 

@@ -30,6 +30,7 @@ class StageRows:
     rows_in: int = 0
     rows_out: int = 0
     rows_rejected: int = 0
+    bytes_billed: int = 0  # what the stage's warehouse jobs were billed (BigQuery; 0 on DuckDB)
 
 
 @dataclass(frozen=True)

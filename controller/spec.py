@@ -200,9 +200,25 @@ class Validate(Model):
         return 0.0 if self.on_failure == "fail" else 100.0
 
 
+class Partition(Model):
+    column: str
+    granularity: Literal["HOUR", "DAY", "MONTH", "YEAR"] = "DAY"
+
+
 class Load(Model):
     table: str
     write_mode: Literal["append", "replace"] = Field(default="replace", alias="writeMode")
+    partition_by: Annotated[Partition | None, WithJsonSchema(_STRING_OR(Partition))] = Field(
+        default=None, alias="partitionBy", description="Time partitioning of the raw table (BigQuery)."
+    )
+    cluster_by: list[str] = Field(
+        default_factory=list, alias="clusterBy", max_length=4, description="Clustering columns (BigQuery)."
+    )
+
+    @field_validator("partition_by", mode="before")
+    @classmethod
+    def _part(cls, v: Any) -> Any:
+        return {"column": v} if isinstance(v, str) else v
 
     @model_validator(mode="before")
     @classmethod
@@ -251,11 +267,6 @@ class Derive(Model):
     @classmethod
     def _n(cls, v: str) -> str:
         return _identifier(v, "derived column name")
-
-
-class Partition(Model):
-    column: str
-    granularity: Literal["HOUR", "DAY", "MONTH", "YEAR"] = "DAY"
 
 
 class Output(Model):
@@ -461,6 +472,17 @@ class Metric(Model):
 
 class AggregateOutput(Model):
     table: str
+    partition_by: Annotated[Partition | None, WithJsonSchema(_STRING_OR(Partition))] = Field(
+        default=None, alias="partitionBy", description="Time partitioning of the KPI table (BigQuery)."
+    )
+    cluster_by: list[str] = Field(
+        default_factory=list, alias="clusterBy", max_length=4, description="Clustering columns (BigQuery)."
+    )
+
+    @field_validator("partition_by", mode="before")
+    @classmethod
+    def _part(cls, v: Any) -> Any:
+        return {"column": v} if isinstance(v, str) else v
 
     @field_validator("table")
     @classmethod
@@ -492,6 +514,21 @@ class Timeouts(Model):
     run_seconds: int | None = Field(default=None, ge=1, alias="runSeconds")
 
 
+class Warehouse(Model):
+    """Where this run's tables live; a field left unset keeps the installation's choice (Helm warehouse.*)."""
+
+    type: Literal["duckdb", "bigquery"] | None = Field(
+        default=None,
+        description="duckdb (a file in the stage's workdir) or bigquery (default: DATAOPS_WAREHOUSE).",
+    )
+    project: str | None = Field(
+        default=None, description="BigQuery project (default: DATAOPS_BIGQUERY_PROJECT)."
+    )
+    location: str | None = Field(
+        default=None, description="BigQuery location, e.g. EU (default: DATAOPS_BIGQUERY_LOCATION)."
+    )
+
+
 class PipelineRunSpec(Model):
     source: Source
     validate_: Validate = Field(default_factory=Validate, alias="validate")
@@ -499,6 +536,7 @@ class PipelineRunSpec(Model):
     transform: Transform | None = None
     aggregate: list[Aggregate] = Field(default_factory=list)
     runner: Literal["direct", "dataflow"] = "direct"
+    warehouse: Warehouse | None = None
     retries: Retries = Field(default_factory=Retries)
     timeouts: Timeouts = Field(default_factory=Timeouts)
     cancel: bool = Field(default=False, description="Set to true to cancel the run.")

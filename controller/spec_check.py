@@ -104,6 +104,9 @@ def semantic_problems(spec: PipelineRunSpec) -> list[Problem]:
                     problems.append(
                         (f"spec.validate.expectations[{i}].kwargs.{key}", f"unknown column {name!r}")
                     )
+    if spec.load.partition_by is not None:
+        _check_names("spec.load.partitionBy.column", [spec.load.partition_by.column], cols, problems)
+    _check_names("spec.load.clusterBy", spec.load.cluster_by, cols, problems)
     t = spec.transform
     if t is None:
         return problems
@@ -158,6 +161,11 @@ def semantic_problems(spec: PipelineRunSpec) -> list[Problem]:
                 )
             if metric.expr is not None:
                 _expr(f"{path}.expr", metric.expr, cols, problems)
+        kpi_cols = {n.lower(): n for n in [*agg.group_by, *(m.name for m in agg.metrics)]}
+        if agg.output.partition_by is not None:
+            column = [agg.output.partition_by.column]
+            _check_names(f"spec.aggregate[{i}].output.partitionBy.column", column, kpi_cols, problems)
+        _check_names(f"spec.aggregate[{i}].output.clusterBy", agg.output.cluster_by, kpi_cols, problems)
     tables = [
         spec.load.table,
         f"{spec.load.table}_rejects",

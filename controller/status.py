@@ -48,6 +48,7 @@ def stage_to_dict(s: StageStatus) -> dict[str, Any]:
             "rowsIn": s.rows.rows_in,
             "rowsOut": s.rows.rows_out,
             "rowsRejected": s.rows.rows_rejected,
+            "bytesBilled": s.rows.bytes_billed,
             "tables": list(s.tables),
             "job": s.job or None,  # the Job, or the Dataflow job's name (absent before it starts)
             "dataflowJobId": s.dataflow_job_id or None,  # absent but on Dataflow
@@ -69,7 +70,12 @@ def stage_from_dict(d: dict[str, Any]) -> StageStatus:
         retry_after=_parse_ts(d.get("retryAfter")),
         message=d.get("message", ""),
         reason=d.get("reason", ""),
-        rows=StageRows(int(d.get("rowsIn", 0)), int(d.get("rowsOut", 0)), int(d.get("rowsRejected", 0))),
+        rows=StageRows(
+            int(d.get("rowsIn", 0)),
+            int(d.get("rowsOut", 0)),
+            int(d.get("rowsRejected", 0)),
+            int(d.get("bytesBilled", 0)),
+        ),
         tables=tuple(d.get("tables", ())),
         job=d.get("job", ""),
         dataflow_job_id=d.get("dataflowJobId", ""),

@@ -14,6 +14,7 @@ import duckdb
 import pytest
 import yaml
 
+from tests.doubles.bigquery_api import bigquery_double  # noqa: F401  (the BigQuery double, per test)
 from tests.emulators import gcs_server, pubsub_emulator  # noqa: F401  (fixtures shared by every folder)
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -43,7 +43,7 @@ class QueryJob(Protocol):
 
 
 class JobClient(Protocol):
-    def query(self, query: str, *, job_id: str, job_config: Any) -> QueryJob: ...
+    def query(self, query: str, *, job_id: str, job_config: Any, job_retry: Any = None) -> QueryJob: ...
 
     def get_job(self, job_id: str) -> QueryJob: ...
 
@@ -101,7 +101,8 @@ def run_script(
     for attempt in range(attempts):
         jid = job_ids(attempt)
         try:
-            job = client.query(script.text, job_id=jid, job_config=config(script.params))
+            # job_retry=None: the client cannot rerun a job under the same id; this loop retries under the next
+            job = client.query(script.text, job_id=jid, job_config=config(script.params), job_retry=None)
         except gexc.Conflict:  # the insert reached BigQuery before: wait for that job, do not run another
             log.info("job %s exists already: re-attached", jid)
             job = client.get_job(jid)

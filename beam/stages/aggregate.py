@@ -13,7 +13,7 @@ from beam.pipelines import bds
 from beam.pipelines.chunks import pipeline_options
 from beam.sql import SpecSqlError
 from beam.stages.context import StageContext, StageFailed, StageResult
-from beam.warehouse import LineageRecord, WarehouseError, open_warehouse
+from beam.warehouse import LineageRecord, WarehouseError, open_warehouse, pipeline_input
 
 STAGE = "aggregate"
 
@@ -26,7 +26,7 @@ def run(ctx: StageContext) -> StageResult:
             reason="InvalidSpec",
         )
     source = spec.transform.output.table
-    warehouse = open_warehouse(ctx.workdir)
+    warehouse = open_warehouse(ctx.workdir, choice=spec.warehouse)
     if not warehouse.exists(source):
         raise StageFailed(
             f"input table {source} does not exist in {warehouse.path}: run the transform stage first",
@@ -36,7 +36,7 @@ def run(ctx: StageContext) -> StageResult:
     try:
         outcome = bds.run_pipeline(
             ctx.run,
-            warehouse.path,
+            pipeline_input(warehouse, [source], ctx.stage_dir(STAGE)),
             str(ctx.stage_dir(STAGE)),
             pipeline_options(ctx.beam_args),
             started_at=ctx.started_at,
@@ -61,9 +61,16 @@ def run(ctx: StageContext) -> StageResult:
         )
         parts = outcome["outputs"][table]
         try:
-            rows[table] = warehouse.replace_table(table, parts["parts"], lineage, order_by=parts["group_by"])
+            rows[table] = warehouse.replace_table(
+                table,
+                parts["parts"],
+                lineage,
+                order_by=parts["group_by"],
+                partition_by=aggregate.output.partition_by,
+                cluster_by=aggregate.output.cluster_by,
+            )
         except WarehouseError as exc:
-            raise StageFailed(str(exc), reason="WriteRefused") from None
+            raise StageFailed(str(exc), reason="WriteRefused", bad_input=not exc.retryable) from None
     details = {
         "rows": rows,
         "seconds": {"pipeline": round(piped - started, 3), "swap": round(time.monotonic() - piped, 3)},
@@ -72,6 +79,7 @@ def run(ctx: StageContext) -> StageResult:
         stage=STAGE,
         rows_in=outcome["rows_read"],
         rows_out=sum(rows.values()),
+        bytes_billed=warehouse.bytes_billed,
         tables=list(rows),
         artifacts={table: o["parts"] for table, o in outcome["outputs"].items()},
         details=details,

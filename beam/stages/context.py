@@ -64,6 +64,7 @@ class StageResult:
     rows_in: int = 0
     rows_out: int = 0
     rows_rejected: int = 0
+    bytes_billed: int = 0  # the stage's warehouse jobs, summed (BigQuery bills queries; loads are free)
     message: str = ""
     reason: str = ""
     tables: list[str] = field(default_factory=list)

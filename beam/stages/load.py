@@ -32,19 +32,25 @@ def run(ctx: StageContext) -> StageResult:
         written_at=ctx.started_at,
         options={"writeMode": spec.load.write_mode},
     )
-    warehouse = open_warehouse(ctx.workdir)
+    layout = {
+        "partition_by": spec.load.partition_by,
+        "cluster_by": list(spec.load.cluster_by),
+        "declared": {c.name: c.type.value for c in spec.source.columns},
+    }
     try:
+        warehouse = open_warehouse(ctx.workdir, choice=spec.warehouse)
         if spec.load.write_mode == "replace":
-            loaded = warehouse.replace_table(table, str(validated), lineage)
+            loaded = warehouse.replace_table(table, str(validated), lineage, **layout)
         else:
-            loaded = warehouse.append_table(table, str(validated), lineage)
+            loaded = warehouse.append_table(table, str(validated), lineage, **layout)
+        total = warehouse.row_count(table)
     except WarehouseError as exc:
-        raise StageFailed(str(exc), reason="LoadRefused") from None
-    total = warehouse.row_count(table)
+        raise StageFailed(str(exc), reason="LoadRefused", bad_input=not exc.retryable) from None
     return StageResult(
         stage="load",
         rows_in=loaded,
         rows_out=loaded,
+        bytes_billed=warehouse.bytes_billed,
         tables=[table],
         message=f"{loaded} rows loaded into {table} ({spec.load.write_mode}; {total} rows in table)",
     )

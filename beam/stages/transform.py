@@ -23,7 +23,7 @@ from beam.pipelines.chunks import pipeline_options
 from beam.pipelines.lookups import ReferenceDataError
 from beam.sql import SpecSqlError
 from beam.stages.context import StageContext, StageFailed, StageResult
-from beam.warehouse import LineageRecord, WarehouseError, open_warehouse
+from beam.warehouse import LineageRecord, WarehouseError, open_warehouse, pipeline_input
 
 STAGE = "transform"
 
@@ -33,7 +33,7 @@ def run(ctx: StageContext) -> StageResult:
     if spec.transform is None:
         raise StageFailed("spec.transform is not set: this run has no transform stage", reason="InvalidSpec")
     source, output = spec.load.table, spec.transform.output
-    warehouse = open_warehouse(ctx.workdir)
+    warehouse = open_warehouse(ctx.workdir, choice=spec.warehouse)
     if not warehouse.exists(source):
         raise StageFailed(
             f"input table {source} does not exist in {warehouse.path}: run the load stage first",
@@ -41,10 +41,11 @@ def run(ctx: StageContext) -> StageResult:
         )
     settings, beam_args = tds.parse_settings(ctx.beam_args)
     started = time.monotonic()
+    references = [lookup.table for lookup in spec.transform.lookups if lookup.table]
     try:
         outcome = tds.run_pipeline(
             ctx.run,
-            warehouse.path,
+            pipeline_input(warehouse, [source, *references], ctx.stage_dir(STAGE)),
             str(ctx.stage_dir(STAGE)),
             pipeline_options(beam_args),
             buckets=settings.buckets,
@@ -72,12 +73,19 @@ def run(ctx: StageContext) -> StageResult:
     )
     rejects = outcome["rejects_table"]
     try:
-        rows = warehouse.replace_table(output.table, outcome["parts"], lineage, order_by=output.cluster_by)
+        rows = warehouse.replace_table(
+            output.table,
+            outcome["parts"],
+            lineage,
+            order_by=output.cluster_by,
+            partition_by=output.partition_by,
+            cluster_by=output.cluster_by,
+        )
         if rejects is not None:
             rejected_lineage = replace(lineage, table=rejects, options={})
             warehouse.replace_table(rejects, outcome["rejects_parts"], rejected_lineage, order_by=["raw_row"])
     except WarehouseError as exc:
-        raise StageFailed(str(exc), reason="WriteRefused") from None
+        raise StageFailed(str(exc), reason="WriteRefused", bad_input=not exc.retryable) from None
     set_aside = outcome["rejects_written"] if rejects is not None else 0
     details = {
         "duplicates_dropped": outcome["duplicates_dropped"],
@@ -94,6 +102,7 @@ def run(ctx: StageContext) -> StageResult:
         rows_in=outcome["rows_read"],
         rows_out=rows,
         rows_rejected=set_aside,
+        bytes_billed=warehouse.bytes_billed,
         tables=[output.table, *([rejects] if rejects is not None else [])],
         artifacts={"parts": outcome["parts"]},
         details=details,

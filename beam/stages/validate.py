@@ -32,7 +32,7 @@ from beam.io.csv_source import (
 )
 from beam.stages.context import StageContext, StageFailed, StageResult
 from beam.stages.notify import ERROR, SUCCESS, FileSummary, publish_outcome
-from beam.warehouse import LineageRecord, open_warehouse
+from beam.warehouse import LineageRecord, WarehouseError, open_warehouse
 
 if TYPE_CHECKING:
     from beam.validation.expectations import ValidationOutcome
@@ -111,13 +111,14 @@ def _validate(ctx: StageContext, files: list[FileSummary]) -> StageResult:
     percent = 100.0 * bad_rows / read.rows_total
     threshold = spec.validate_.rejected_threshold()
     _write_artifacts(ctx, out_dir, keep, rejects, outcome, read, percent)
-    _write_rejects_table(ctx, rejects)
+    billed = _write_rejects_table(ctx, rejects)
 
     result = StageResult(
         stage="validate",
         rows_in=read.rows_total,
         rows_out=keep.num_rows,
         rows_rejected=bad_rows,
+        bytes_billed=billed,
         tables=[rejects_table_of(spec.load.table)],
         artifacts={
             "validated": str(out_dir / VALIDATED),
@@ -385,7 +386,8 @@ def _quote(text: str | None) -> str:
     return f'"{value}"'
 
 
-def _write_rejects_table(ctx: StageContext, rejects: pa.Table) -> None:
+def _write_rejects_table(ctx: StageContext, rejects: pa.Table) -> int:
+    """This run's rows of the rejects table; returns the bytes the warehouse billed for it."""
     table = rejects_table_of(ctx.run.spec.load.table)
     n = rejects.num_rows
     data = rejects.append_column("run", pa.array([ctx.name] * n, pa.string())).append_column(
@@ -401,4 +403,9 @@ def _write_rejects_table(ctx: StageContext, rejects: pa.Table) -> None:
         rows=n,
         written_at=ctx.started_at,
     )
-    open_warehouse(ctx.workdir).replace_run_rows(table, data, lineage)
+    try:
+        warehouse = open_warehouse(ctx.workdir, choice=ctx.run.spec.warehouse)
+        warehouse.replace_run_rows(table, data, lineage)
+    except WarehouseError as exc:
+        raise StageFailed(str(exc), reason="WriteRefused", bad_input=not exc.retryable) from None
+    return int(warehouse.bytes_billed)

@@ -20,7 +20,11 @@ LOCK_WAIT_SECONDS = 120.0
 
 
 class WarehouseError(Exception):
-    """A warehouse operation a user can fix (missing table, refused append, ...)."""
+    """A warehouse operation a user can fix (missing table, refused append, ...).
+
+    ``retryable``: the warehouse was unavailable (quota, rate limit, backend), a later attempt may pass."""
+
+    retryable = False
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,13 @@ def split_table(table: str) -> tuple[str, str]:
 
 
 class DuckDBWarehouse:
-    """BigQuery ``dataset.table`` = DuckDB schema ``dataset``, table ``table`` in one file."""
+    """BigQuery ``dataset.table`` = DuckDB schema ``dataset``, table ``table`` in one file.
+
+    Writes take the BigQuery warehouse's layout keywords (``partition_by``, ``cluster_by``, ``declared``
+    types) and ignore them: the parquet input is typed already and DuckDB has no partitions. Nothing is
+    billed (``bytes_billed`` stays 0)."""
+
+    bytes_billed = 0
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -144,7 +154,12 @@ class DuckDBWarehouse:
     # ---- writing -------------------------------------------------------------------------------
 
     def replace_table(
-        self, table: str, data: pa.Table | str, lineage: LineageRecord, order_by: Sequence[str] = ()
+        self,
+        table: str,
+        data: pa.Table | str,
+        lineage: LineageRecord,
+        order_by: Sequence[str] = (),
+        **layout: Any,
     ) -> int:
         """Replace ``table`` with ``data`` (an Arrow table or a parquet glob) in one transaction."""
         schema, _ = split_table(table)
@@ -163,7 +178,7 @@ class DuckDBWarehouse:
                 raise
         return rows
 
-    def append_table(self, table: str, data: pa.Table | str, lineage: LineageRecord) -> int:
+    def append_table(self, table: str, data: pa.Table | str, lineage: LineageRecord, **layout: Any) -> int:
         """Append ``data`` once per (run, generation): a repeat is a no-op, in one transaction."""
         schema, _ = split_table(table)
         with self.connect() as con:

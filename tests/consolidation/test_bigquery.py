@@ -40,7 +40,7 @@ class FakeBigQuery:
         self.queries: list[str] = []
         self.attached: list[str] = []
 
-    def query(self, query: str, *, job_id: str, job_config: Any) -> FakeJob:
+    def query(self, query: str, *, job_id: str, job_config: Any, job_retry: Any = None) -> FakeJob:
         self.queries.append(job_id)
         outcome = self.inserts.pop(0)
         if outcome == "lost":

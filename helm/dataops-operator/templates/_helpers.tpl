@@ -117,6 +117,9 @@ names (empty values left out), then worker.env, which wins.
   (list "DATAOPS_DATAFLOW_TEMP_LOCATION" $df.tempLocation)
   (list "DATAOPS_DATAFLOW_SERVICE_ACCOUNT" $df.serviceAccountEmail)
   (list "DATAOPS_DATAFLOW_SUBNETWORK" $df.subnetwork)
+  (list "DATAOPS_WAREHOUSE" .Values.warehouse.type)
+  (list "DATAOPS_BIGQUERY_PROJECT" .Values.warehouse.bigquery.project)
+  (list "DATAOPS_BIGQUERY_LOCATION" .Values.warehouse.bigquery.location)
 }}
 {{- range $pairs }}
 {{- if index . 1 }}

@@ -1,0 +1,168 @@
+"""What the BigQuery double says, in BigQuery's own terms: errors, job outcomes, types and values."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import decimal
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+MIB = 1024 * 1024
+DOUBLE_QUOTE = '"'
+MIN_BILLED = 10 * MIB
+STATUS = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 409: "ALREADY_EXISTS"}
+TO_DUCKDB = {
+    "STRING": "VARCHAR",
+    "INTEGER": "BIGINT",
+    "INT64": "BIGINT",
+    "FLOAT": "DOUBLE",
+    "FLOAT64": "DOUBLE",
+    "NUMERIC": "DECIMAL(38, 9)",
+    "BIGNUMERIC": "DOUBLE",
+    "BOOLEAN": "BOOLEAN",
+    "BOOL": "BOOLEAN",
+    "DATE": "DATE",
+    "DATETIME": "TIMESTAMP",
+    "TIMESTAMP": "TIMESTAMPTZ",
+    "TIME": "TIME",
+    "BYTES": "BLOB",
+    "JSON": "JSON",
+}
+WIDTH = {"INTEGER": 8, "FLOAT": 8, "NUMERIC": 16, "BOOLEAN": 1, "DATE": 8, "DATETIME": 8, "TIMESTAMP": 8}
+
+
+class ApiError(Exception):
+    """An error as BigQuery answers it: HTTP code, ``reason`` and message."""
+
+    def __init__(self, code: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.reason, self.message = code, reason, message
+
+    def proto(self) -> dict[str, str]:
+        return {"reason": self.reason, "message": self.message, "domain": "global"}
+
+    def body(self) -> dict[str, Any]:
+        status = STATUS.get(self.code, "INTERNAL" if self.code >= 500 else "FAILED_PRECONDITION")
+        if self.reason in ("quotaExceeded", "rateLimitExceeded"):
+            status = "RESOURCE_EXHAUSTED" if self.code == 429 else "PERMISSION_DENIED"
+        return {
+            "error": {"code": self.code, "message": self.message, "errors": [self.proto()], "status": status}
+        }
+
+
+def invalid(message: str) -> ApiError:
+    return ApiError(400, "invalidQuery", message)
+
+
+@dataclass
+class Outcome:
+    """What a job did: its result set (if any), statistics, and the statement type."""
+
+    statement_type: str = ""
+    schema: list[dict[str, Any]] | None = None
+    rows: list[list[Any]] | None = None
+    dml_rows: int | None = None
+    bytes_processed: int = 0
+    load: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def bytes_billed(self) -> int:
+        if self.bytes_processed <= 0:
+            return 0
+        return max(MIN_BILLED, math.ceil(self.bytes_processed / MIB) * MIB)
+
+
+def ms(now: dt.datetime | None = None) -> str:
+    return str(int((now or dt.datetime.now(dt.UTC)).timestamp() * 1000))
+
+
+def arrow_to_bq(t: pa.DataType) -> str:
+    if pa.types.is_boolean(t):
+        return "BOOLEAN"
+    if pa.types.is_integer(t):
+        return "INTEGER"
+    if pa.types.is_floating(t):
+        return "FLOAT"
+    if pa.types.is_decimal(t):
+        return "NUMERIC" if t.precision <= 38 else "BIGNUMERIC"
+    if pa.types.is_date(t):
+        return "DATE"
+    if pa.types.is_timestamp(t):
+        return "TIMESTAMP" if t.tz else "DATETIME"
+    if pa.types.is_time(t):
+        return "TIME"
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        return "BYTES"
+    return "STRING"
+
+
+def encode(value: Any, bq_type: str, int64_timestamp: bool) -> Any:
+    """One cell as getQueryResults / tabledata.list send it (``{"v": text}``)."""
+    if value is None:
+        return None
+    if bq_type == "BOOLEAN":
+        return "true" if value else "false"
+    if bq_type == "TIMESTAMP":
+        stamp = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+        micros = int(stamp.timestamp()) * 1_000_000 + stamp.microsecond
+        return str(micros) if int64_timestamp else repr(micros / 1e6)
+    if bq_type in ("DATE", "TIME"):
+        return value.isoformat()
+    if bq_type == "DATETIME":
+        return value.isoformat(timespec="microseconds")
+    if bq_type == "BYTES":
+        return base64.b64encode(value).decode()
+    if isinstance(value, decimal.Decimal):
+        return format(value.normalize(), "f")
+    return str(value)
+
+
+def parameter_value(param: Mapping[str, Any]) -> Any:
+    kind = param.get("parameterType", {}).get("type", "STRING")
+    raw = (param.get("parameterValue") or {}).get("value")
+    if raw is None:
+        return None
+    if kind in ("INT64", "INTEGER"):
+        return int(raw)
+    if kind in ("FLOAT64", "FLOAT"):
+        return float(raw)
+    if kind in ("NUMERIC", "BIGNUMERIC"):
+        return decimal.Decimal(raw)
+    if kind in ("BOOL", "BOOLEAN"):
+        return str(raw).lower() == "true"
+    if kind == "TIMESTAMP":
+        stamp = dt.datetime.fromisoformat(str(raw).replace(" UTC", "+00:00"))
+        return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)
+    if kind == "DATETIME":
+        return dt.datetime.fromisoformat(str(raw))
+    if kind == "DATE":
+        return dt.date.fromisoformat(str(raw))
+    return str(raw)
+
+
+def field_of(f: Mapping[str, Any]) -> dict[str, Any]:
+    kind = str(f.get("type", "STRING")).upper()
+    kind = {"INT64": "INTEGER", "FLOAT64": "FLOAT", "BOOL": "BOOLEAN"}.get(kind, kind)
+    out = {"name": f["name"], "type": kind, "mode": f.get("mode") or "NULLABLE"}
+    if f.get("description"):
+        out["description"] = f["description"]
+    return out
+
+
+def columns_ddl(fields: list[dict[str, Any]]) -> str:
+    return ", ".join(f'"{f["name"]}" {TO_DUCKDB.get(field_of(f)["type"], "VARCHAR")}' for f in fields)
+
+
+def sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def result_rows(rows: list[list[Any]], schema: list[dict[str, Any]], int64: bool) -> list[dict[str, Any]]:
+    """Rows as getQueryResults and tabledata.list send them: ``{"f": [{"v": text}, ...]}``."""
+    types = [f["type"] for f in schema]
+    return [{"f": [{"v": encode(v, t, int64)} for v, t in zip(row, types, strict=True)]} for row in rows]
