@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from controller import dataflow_stage
+from controller import dataflow_stage, tenancy
 from controller import status as status_codec
 from controller.dataflow import DataflowClient, DataflowError, DataflowJob
 from controller.kube import Kube
@@ -45,13 +45,11 @@ class Reconciled:
     changed: bool = True
 
 
-def _invalid(body: dict[str, Any], message: str, now: datetime) -> Reconciled:
-    status = RunStatus(
-        phase="Failed", reason="InvalidSpec", message=message, start_time=now, completion_time=now
-    )
+def _invalid(body: dict[str, Any], message: str, now: datetime, reason: str = "InvalidSpec") -> Reconciled:
+    status = RunStatus(phase="Failed", reason=reason, message=message, start_time=now, completion_time=now)
     generation = int(body["metadata"].get("generation", 1))
     doc = status_codec.to_dict(status, generation, now, body.get("status"))
-    return Reconciled(doc, [RecordEvent("Warning", "InvalidSpec", message)])
+    return Reconciled(doc, [RecordEvent("Warning", reason, message)])
 
 
 def parse_spec(body: dict[str, Any]) -> PipelineRunSpec | str:
@@ -163,6 +161,9 @@ async def reconcile_run(
         if previous.get("phase") == "Failed" and previous.get("reason") == "InvalidSpec":
             return Reconciled(previous, changed=False)
         return _invalid(body, spec, now)
+    refused = tenancy.problems(spec, namespace, settings.grants)
+    if refused and previous.get("phase") not in TERMINAL_PHASES:
+        return _invalid(body, "; ".join(refused), now, reason="NotGranted")
     status = _resume(status_codec.from_dict(previous), body, spec)
     if status.phase in TERMINAL_PHASES and not spec.cancel:
         return Reconciled(previous, changed=False)

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from controller.tenancy import Grants, GrantsError, parse_grants
+
 
 class SettingsError(ValueError):
     """A controller setting is malformed; the message names the variable."""
@@ -61,6 +63,7 @@ class Settings:
     resync_seconds: float = 60.0  # how often unfinished runs are looked at even without events
     watch_timeout_seconds: int = 300  # the watch inactivity timeout (a silently stalled stream is restarted)
     peering: str = "dataops-operator"
+    grants: Grants = field(default_factory=Grants)  # tenancy (DATAOPS_GRANTS); empty: single tenant
     pubsub_project: str | None = None  # where IngestionSources' notification subscriptions live
     notification_poll_seconds: float = 5.0  # how often notification subscriptions are pulled
     dataflow: DataflowSettings = field(default_factory=DataflowSettings)  # stages of ``runner: dataflow``
@@ -94,6 +97,13 @@ def _json(env: Mapping[str, str], name: str, default: Any) -> Any:
         raise SettingsError(f"{name} is not valid JSON: {exc}") from None
 
 
+def _grants(env: Mapping[str, str]) -> Grants:
+    try:
+        return parse_grants(_json(env, "DATAOPS_GRANTS", None))
+    except GrantsError as exc:
+        raise SettingsError(str(exc)) from None
+
+
 def settings_from_env(env: Mapping[str, str]) -> Settings:
     namespaces = tuple(n.strip() for n in env.get("DATAOPS_NAMESPACES", "").split(",") if n.strip())
     return Settings(
@@ -113,6 +123,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         resync_seconds=float(_int(env, "DATAOPS_RESYNC_SECONDS", 60) or 60),
         watch_timeout_seconds=_int(env, "DATAOPS_WATCH_TIMEOUT_SECONDS", 300) or 300,
         peering=env.get("DATAOPS_PEERING", Settings.peering),
+        grants=_grants(env),
         pubsub_project=(
             env.get("DATAOPS_PUBSUB_PROJECT")
             or env.get("PUBSUB_PROJECT_ID")

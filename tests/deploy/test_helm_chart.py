@@ -343,9 +343,10 @@ def test_prod_spreads_replicas_over_zones_and_nodes() -> None:
 def test_every_controller_setting_is_a_chart_value() -> None:
     source = (ROOT / "controller" / "settings.py").read_text(encoding="utf-8")
     read_by_controller = set(re.findall(r'"(DATAOPS_[A-Z_]+)"', source))
-    rendered = render(sets=("controller.finishedTTLSeconds=60",))
+    rendered = render(sets=("controller.finishedTTLSeconds=60", "tenancy.grants.team-a.datasets={team_a_*}"))
 
     assert read_by_controller <= set(rendered.controller_env)
+    assert json.loads(rendered.controller_env["DATAOPS_GRANTS"]) == {"team-a": {"datasets": ["team_a_*"]}}
 
 
 def test_chart_defaults_are_the_controller_defaults() -> None:

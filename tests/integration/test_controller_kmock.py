@@ -388,3 +388,20 @@ async def test_a_finished_run_is_deleted_when_its_ttl_passes(
             return await get_json(cluster, f"{RUNS}/brief") is None
 
         await wait_for(gone)
+
+
+async def test_a_run_reaching_outside_its_namespace_grants_is_refused_before_any_job(
+    cluster: kmock.KubernetesEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATAOPS_GRANTS", json.dumps({"default": {"datasets": ["raw"], "paths": ["/data"]}}))
+    await post_run(cluster, "outside", SPEC)  # tds.items: dataset tds is not granted
+    await post_run(cluster, "inside", {k: v for k, v in SPEC.items() if k != "transform"})
+    with operator():
+        run = await wait_status(cluster, "outside", phase="Failed")
+        await wait_for(lambda: get_json(cluster, f"{JOBS}/inside-validate-1"))
+    assert run["status"]["reason"] == "NotGranted"
+    assert (
+        "spec.transform.output.table: namespace default is not granted dataset 'tds'"
+        in run["status"]["message"]
+    )
+    assert await get_json(cluster, f"{JOBS}/outside-validate-1") is None
