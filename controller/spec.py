@@ -529,12 +529,16 @@ class Warehouse(Model):
     )
 
 
+# KPI tables per run: each is named in the aggregate stage's status record, which must stay small.
+MAX_AGGREGATES = 50
+
+
 class PipelineRunSpec(Model):
     source: Source
     validate_: Validate = Field(default_factory=Validate, alias="validate")
     load: Load
     transform: Transform | None = None
-    aggregate: list[Aggregate] = Field(default_factory=list)
+    aggregate: list[Aggregate] = Field(default_factory=list, max_length=MAX_AGGREGATES)
     runner: Literal["direct", "dataflow"] = "direct"
     warehouse: Warehouse | None = None
     retries: Retries = Field(default_factory=Retries)

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import kopf
 import pytest
 import yaml
 
@@ -327,3 +330,64 @@ def test_429s_from_the_api_server_are_retried_without_flooding_it(
     # No error loop: kopf backs off (1, 2, 5, 10, 30 s, honouring Retry-After) and every run retries on
     # its own timer (5 s, or Retry-After): a few requests per second in all, not hundreds.
     assert refused / 20 < 20
+
+
+def test_every_status_field_survives_the_crd_schema_and_kopf_keeps_progress_in_annotations(
+    control_plane: Cluster, kube_namespace: str
+) -> None:
+    """A structural schema prunes what it does not declare: a status the API server trimmed would be
+    rewritten on every reconcile, and retries kept in a pruned field would silently reset."""
+    from controller import status as status_codec
+    from controller.operator import configure
+    from controller.planner import StageRows, initial_status
+    from controller.spec import PipelineRunSpec
+
+    kc(
+        control_plane,
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        str(Path(__file__).parents[2] / "crds"),
+    )
+    kc(control_plane, "wait", "--for=condition=Established", "crd/pipelineruns.dataops.io", "--timeout=60s")
+    doc = yaml.safe_load((EXAMPLE / "pipelinerun.yaml").read_text())
+    doc["metadata"] = {"name": "roundtrip", "namespace": kube_namespace}
+    created = control_plane.api.create(
+        f"/apis/dataops.io/v1alpha1/namespaces/{kube_namespace}/pipelineruns", doc
+    )
+    spec = PipelineRunSpec.model_validate(doc["spec"])
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    status = initial_status(spec)
+    stages = tuple(
+        replace(
+            s,
+            state="Failed",
+            attempt=3,
+            app_failures=2,
+            infra_failures=1,
+            start_time=now,
+            completion_time=now,
+            retry_after=now,
+            message="m",
+            reason="r",
+            rows=StageRows(1, 2, 3, 4),
+            tables=("a.b",),
+            job=f"roundtrip-{s.name}-3",
+            dataflow_job_id="2026-01-01_00_00_00-1",
+        )
+        for s in status.stages
+    )
+    status = replace(
+        status, phase="Failed", stages=stages, start_time=now, completion_time=now, report="gs://b/r"
+    )
+    written = status_codec.to_dict(status, 1, now)
+    path = f"/apis/dataops.io/v1alpha1/namespaces/{kube_namespace}/pipelineruns/roundtrip/status"
+    control_plane.api.merge_patch(path, {"status": written})
+    assert control_plane.api.get(path)["status"] == written
+    assert created["metadata"]["name"] == "roundtrip"
+
+    settings = kopf.OperatorSettings()
+    configure(settings, {})
+    assert isinstance(settings.persistence.progress_storage, kopf.AnnotationsProgressStorage)
+    assert isinstance(settings.persistence.diffbase_storage, kopf.AnnotationsDiffBaseStorage)

@@ -63,6 +63,14 @@ def test_the_controller_with_the_charts_rbac_survives_sigkill_between_every_pair
         assert tds == (2543, 2543)
     finally:
         con.close()
+    # Nothing grows with updates: kopf keeps a marker and one copy of the spec (its diff base), whatever
+    # the number of stages, restarts and status writes.
+    annotations = dict(run["metadata"].get("annotations") or {})
+    annotations.pop("kubectl.kubernetes.io/last-applied-configuration", None)
+    assert set(annotations) <= {"dataops.io/kopf-managed", "dataops.io/last-handled-configuration"}
+    handled = json.loads(annotations.get("dataops.io/last-handled-configuration", "{}"))
+    assert handled.get("spec", run["spec"]) == run["spec"]
+    assert len(json.dumps(status)) < 64 * 1024
     assert controller.forbidden() == []
 
 
