@@ -99,6 +99,7 @@ output "helm_values" {
       repository = "${local.image_repository}/controller"
     }
     worker = {
+      workdir = "gs://${google_storage_bucket.staging.name}/runs"
       image = {
         repository = "${local.image_repository}/worker"
       }
