@@ -381,7 +381,10 @@ def check_file(path: Path) -> list[tuple[str, int | None, str]]:
     except (OSError, UnicodeDecodeError) as exc:
         return [("", None, f"cannot read: {exc}")]
     problems: list[tuple[str, int | None, str]] = []
-    for doc, index in parse_documents(text, str(path)):
+    documents = parse_documents(text, str(path))
+    if not documents:
+        return [("", None, "the file holds no document (a PipelineRun or IngestionSource)")]
+    for doc, index in documents:
         kind = doc.get("kind")
         if kind == "PipelineRun":
             from controller.spec import parse_pipelinerun

@@ -104,8 +104,48 @@ def _check_encoding(encoding: str) -> str:
         raise SourceError(f"spec.source.encoding {encoding!r} is not a known encoding") from None
 
 
+# Files that are not text at all, told by their first bytes (a renamed file is a common mistake).
+_MAGIC = (
+    (b"\x1f\x8b", "gzip-compressed: name it *.gz (it is then read without unpacking)"),
+    (b"\x89PNG", "a PNG image, not CSV text"),
+    (b"PK\x03\x04", "a ZIP archive (an .xlsx workbook?), not CSV text: export it as CSV"),
+    (b"%PDF", "a PDF document, not CSV text"),
+    (b"PAR1", "a Parquet file, not CSV text"),
+)
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+_OTHER_DELIMITERS = (";", "\t", "|", ",")
+_UNQUOTED = "a quoted value is not closed, or text follows its closing quote"
+
+
+def _sniff(path: str, encoding: str) -> None:
+    """Refuse a binary file, or a UTF-16/32 file read as UTF-8, with what it is and what to set."""
+    if path.endswith(".gz"):
+        return
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot be read: {exc}") from None
+    for magic, what in _MAGIC:
+        if head.startswith(magic):
+            raise SourceError(f"{path}: row 1 (header): the file is {what}")
+    if encoding in {codecs.lookup(e).name for e in _UTF8}:
+        for bom, name in _BOMS:
+            if head.startswith(bom):
+                raise SourceError(
+                    f"{path}: row 1 (header): the file starts with a {name} byte order mark but "
+                    f"spec.source.encoding is {encoding}; set spec.source.encoding: {name}"
+                )
+
+
 def _read_header(path: str, source: Source, encoding: str) -> list[str] | None:
     """The first record of the file, or None when the file has no record at all."""
+    _sniff(path, encoding)
     try:
         with _open_text(path, encoding, errors="replace") as fh:
             reader = csv.reader(
@@ -131,7 +171,26 @@ def _read_header(path: str, source: Source, encoding: str) -> list[str] | None:
         )
     if first and first[0].startswith("\ufeff"):
         first[0] = first[0][1:]
+    if source.header and all(not h.strip() for h in first):
+        raise SourceError(
+            f"{path}: row 1 (header): is blank; with header: true the first line must name the columns"
+        )
+    if "\x00" in "".join(first):
+        raise SourceError(f"{path}: row 1 (header): contains a NUL byte (\\x00); is this a text file?")
     return first
+
+
+def _delimiter_hint(header: list[str], source: Source) -> str:
+    """When the header is one field holding another usual delimiter, the delimiter is probably wrong."""
+    if len(header) != 1:
+        return ""
+    for other in _OTHER_DELIMITERS:
+        if other != source.delimiter and other in header[0]:
+            return (
+                f"; the header is one field holding {other!r}: is the file delimited by {other!r}? "
+                f"(spec.source.delimiter is {source.delimiter!r})"
+            )
+    return ""
 
 
 def map_columns(path: str, header: list[str], source: Source) -> list[int]:
@@ -172,7 +231,7 @@ def map_columns(path: str, header: list[str], source: Source) -> list[int]:
             )
         out.append(idx if idx is not None else -1)
     if problems:
-        raise SourceError(f"{path}: wrong header: " + "; ".join(problems))
+        raise SourceError(f"{path}: wrong header: " + "; ".join(problems) + _delimiter_hint(header, source))
     return out
 
 
@@ -238,6 +297,24 @@ class _FileReader:
             ) from None
         return str(out)
 
+    def _lf_path(self, path: str, n: int) -> str | None:
+        """DuckDB reads one kind of line ending per file; a file mixing CRLF and LF (two files
+        concatenated, an edited export) is copied with LF endings. None when it does not mix them."""
+        out = self.tmpdir / f"lf-{n}.csv"
+        crlf = lf = False
+        with (
+            _open_text(path, "utf-8", errors="surrogateescape") as src,
+            open(out, "w", encoding="utf-8", errors="surrogateescape", newline="") as dst,
+        ):
+            for line in src:
+                if line.endswith("\r\n"):
+                    crlf = True
+                    line = line[:-2] + "\n"
+                elif line.endswith("\n"):
+                    lf = True
+                dst.write(line)
+        return str(out) if crlf and lf else None
+
     def read(self, n: int, path: str) -> tuple[str, str, int]:
         """Read one file into temp tables; returns (typed table name, rejects table name, rows seen)."""
         src = self.source
@@ -261,7 +338,12 @@ class _FileReader:
         try:
             self._x(f"CREATE TEMP TABLE {raw_t} AS SELECT * FROM read_csv({_lit(readable)}, {opts})")
         except duckdb.Error as exc:
-            raise SourceError(f"{path}: cannot be read as CSV: {str(exc).splitlines()[0]}") from None
+            lf = self._lf_path(readable, n) if "invalid state" in str(exc) else None
+            if lf is None:
+                raise SourceError(f"{path}: cannot be read as CSV: {str(exc).splitlines()[0]}") from None
+            self._x(f"DROP TABLE IF EXISTS {rejects_t}")
+            self._x(f"DROP TABLE IF EXISTS {rejects_s}")
+            self._x(f"CREATE TEMP TABLE {raw_t} AS SELECT * FROM read_csv({_lit(lf)}, {opts})")
         offset = 1 if src.header else 0
         errs = self.con.execute(
             f"SELECT line - {offset} AS row, error_type, csv_line, error_message, column_idx FROM {rejects_t}"
@@ -275,7 +357,9 @@ class _FileReader:
                 )
         self._x(
             f"CREATE TEMP TABLE bad_rows_{n} AS SELECT DISTINCT line - {offset} AS row, "
-            f"lower(replace(first(error_type), ' ', '_')) AS rule, first(csv_line) AS line_text, first(error_message) AS msg "
+            f"lower(replace(first(error_type), ' ', '_')) AS rule, first(csv_line) AS line_text, "
+            f"CASE WHEN first(error_type) = 'UNQUOTED VALUE' THEN {_lit(_UNQUOTED)} "
+            "ELSE first(error_message) END AS msg "
             f"FROM {rejects_t} GROUP BY ALL"
         )
         self._x(
@@ -301,7 +385,11 @@ class _FileReader:
             typed_cols.append(f"({typed})::{DUCKDB_TYPE[col.type]} AS {t}")
             failed = "false" if col.type == ColumnType.STRING else f"{v} IS NOT NULL AND {t} IS NULL"
             required = f"WHEN {v} IS NULL THEN 'required' " if col.required else ""
-            checks.append((j, col, f"CASE WHEN {failed} THEN {_lit('type:' + col.type.value)} {required}END"))
+            # BigQuery refuses a NUL character in a CSV load: the row is set aside here too.
+            nul = f"WHEN contains({v}, chr(0)) THEN 'nul_byte' " if col.type == ColumnType.STRING else ""
+            checks.append(
+                (j, col, f"CASE {nul}WHEN {failed} THEN {_lit('type:' + col.type.value)} {required}END")
+            )
             names.append(f"{t} AS {_q(col.name)}")
         err_cols = ", ".join(f"{expr} AS {_q('e' + str(j))}" for j, _, expr in checks)
         raw_fields = ", ".join(f"c{i}" for i in range(width))
@@ -332,7 +420,8 @@ class _FileReader:
             e = _q("e" + str(j))
             parts.append(
                 f"SELECT {_lit(path)}, {ROW_COL}, {_lit(col.name)}, {e}, {_q('v' + str(j))}, "
-                f"CASE WHEN {e} = 'required' THEN {_lit(col.name + ' is required but empty')} ELSE "
+                f"CASE WHEN {e} = 'required' THEN {_lit(col.name + ' is required but empty')} "
+                f"WHEN {e} = 'nul_byte' THEN {_lit(col.name + ': contains a NUL byte (0x00), which BigQuery refuses')} ELSE "
                 f"{_lit(col.name + ': ')} || coalesce({_lit(chr(39))} || {_q('v' + str(j))} || {_lit(chr(39))}, "
                 f"'NULL') || {_lit(' is not a valid ' + col.type.value)} END, NULL FROM errors_{n} "
                 f"WHERE {e} IS NOT NULL"
