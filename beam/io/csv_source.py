@@ -161,6 +161,11 @@ def _read_header(path: str, source: Source, encoding: str) -> list[str] | None:
             f"{path}: row 1 (header): not valid {encoding} (byte 0x{exc.object[exc.start]:02x});"
             " set spec.source.encoding to the file's encoding"
         ) from None
+    except UnicodeError as exc:  # e.g. utf-16 with no byte order mark
+        raise SourceError(
+            f"{path}: row 1 (header): not valid {encoding} ({exc}); set spec.source.encoding to the file's"
+            " encoding (utf-16-le or utf-16-be when it has no byte order mark)"
+        ) from None
     except (OSError, EOFError, csv.Error) as exc:
         raise SourceError(f"{path}: cannot be read: {exc}") from None
     if first is None:
@@ -294,6 +299,10 @@ class _FileReader:
             raise SourceError(
                 f"{path}: near line {line}: not valid {self.encoding} "
                 f"(byte 0x{exc.object[exc.start]:02x}); set spec.source.encoding"
+            ) from None
+        except UnicodeError as exc:
+            raise SourceError(
+                f"{path}: near line {line}: not valid {self.encoding} ({exc}); set spec.source.encoding"
             ) from None
         return str(out)
 
