@@ -499,5 +499,7 @@ def test_failure_in_a_later_stage_keeps_only_the_finished_stages_tables(
     assert "Traceback" not in result.stderr + result.stdout
     stages = {s["name"]: s["state"] for s in result.summary["stages"]}
     assert stages["load"] == "Succeeded" and stages["transform"] == "Failed"
-    assert "spec.transform.derive" in result.summary["message"] or "abc" in result.summary["message"]
+    assert result.summary["reason"] == "ExpressionFailed"
+    assert "spec.transform.derive[0].expr: failed on the data" in result.summary["message"]
+    assert "'abc'" in result.summary["message"]
     assert table_names(workdir) == {RAW, REJECTS}
