@@ -21,7 +21,7 @@ from controller.spec import Source
 pytestmark = pytest.mark.integration
 
 FUZZ = settings(
-    max_examples=80,
+    max_examples=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
