@@ -746,7 +746,7 @@ def parse_documents(text: str, source: str) -> list[tuple[dict[str, Any], dict[t
         raise SpecError(source, [("", mark.line + 1 if mark else None, str(exc))]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        raise SpecError(source, [("", mark.line + 1 if mark else None, f"not valid YAML: {exc}")]) from None
+        raise SpecError(source, [("", mark.line + 1 if mark else None, _yaml_message(exc))]) from None
     except RecursionError:
         raise SpecError(
             source, [("", None, f"refused: nested more than {MAX_YAML_DEPTH} levels deep")]
@@ -774,6 +774,23 @@ def parse_documents(text: str, source: str) -> list[tuple[dict[str, Any], dict[t
             raise SpecError(source, problems)
         out.append((doc, index))
     return out
+
+
+def _yaml_message(exc: yaml.YAMLError) -> str:
+    """PyYAML's problem on one line: what is wrong, the column, and what it was parsing."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark, context, since = (getattr(exc, k, None) for k in ("problem_mark", "context", "context_mark"))
+    text = f"not valid YAML: {problem}" + (f" at column {mark.column + 1}" if mark else "")
+    if context:
+        text += f" ({context}" + (f" from line {since.line + 1})" if since else ")")
+    return text
+
+
+def unreadable(exc: OSError | UnicodeDecodeError) -> str:
+    """Why a spec file cannot be read, said for people."""
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); save the spec as UTF-8"
+    return f"cannot read the spec: {exc.strerror or exc}"
 
 
 def _giant_values(
@@ -855,7 +872,7 @@ def load_spec_document(path: Path) -> tuple[PipelineRun, dict[tuple[Any, ...], i
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(source, [("", None, f"cannot read the spec: {exc}")]) from None
+        raise SpecError(source, [("", None, unreadable(exc))]) from None
     return parse_spec_text(text, source, path.parent.resolve())
 
 

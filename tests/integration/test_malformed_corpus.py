@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import re
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -314,6 +315,7 @@ class SpecCase:
     text: str | bytes
     says: tuple[str, ...]  # each in the error output
     where: str  # the YAML path, or "" for the document as a whole
+    has_line: bool = True  # the message names the YAML line (not for a whole-file problem)
     run_only: bool = False  # `dataops check` accepts it (a GitOps file may hold several runs)
 
 
@@ -379,13 +381,16 @@ SPEC_CASES = [
         ("a list of 10,000 items",),
         "spec.source.nullMarkers",
     ),
-    SpecCase("yaml-list-not-a-mapping", "- a\n- b\n", ("document 1 is a list, not a mapping",), ""),
+    SpecCase(
+        "yaml-list-not-a-mapping", "- a\n- b\n", ("document 1 is a list, not a mapping",), "", has_line=False
+    ),
     SpecCase("yaml-syntax-error", "spec: [1, 2\nkind: x\n", ("not valid YAML",), ""),
     SpecCase(
         "two-documents",
         yaml.safe_dump(SPEC_OK) + "---\n" + yaml.safe_dump(SPEC_OK),
         ("more than one PipelineRun",),
         "kind",
+        has_line=False,
         run_only=True,
     ),
     SpecCase("billion-laughs", BILLION_LAUGHS, ("refused: more than 100,000 values", "aliases"), ""),
@@ -403,9 +408,13 @@ SPEC_CASES = [
         "",
     ),
     SpecCase(
-        "not-utf8", yaml.safe_dump(SPEC_OK).encode() + "# caf\xe9\n".encode("latin-1"), ("cannot read",), ""
+        "not-utf8",
+        yaml.safe_dump(SPEC_OK).encode() + "# caf\xe9\n".encode("latin-1"),
+        ("not UTF-8 text",),
+        "",
+        has_line=False,
     ),
-    SpecCase("empty-spec", "", ("no document",), ""),
+    SpecCase("empty-spec", "", ("no document",), "", has_line=False),
     SpecCase(
         "statement-in-a-filter",
         _with("spec.transform.filter", "qty > 0; DROP TABLE keep.sentinel"),
@@ -458,6 +467,8 @@ def test_malformed_spec_is_refused_before_anything_runs(
     assert result.code == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     assert f"{case.id}.yaml" in result.stderr
+    if case.has_line:
+        assert re.search(rf"{case.id}\.yaml:[0-9]+: ", result.stderr), result.stderr
     assert case.where in result.stderr
     for part in case.says:
         assert part in result.stderr
