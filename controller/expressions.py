@@ -190,6 +190,11 @@ def _check_tree(tree: exp.Expression, sql: str, what: str) -> None:
             raise ExpressionError(
                 f"{what} {sql!r}: column {node.sql(dialect=READ_DIALECT)} names a table; use the bare column name"
             )
+        if isinstance(node, exp.Dot) and isinstance(node.this, exp.Literal):
+            raise ExpressionError(
+                f"{what} {sql!r}: {node.sql(dialect=READ_DIALECT)} reads a field of a string (a double-quoted"
+                " name is a string in BigQuery); quote column names with backticks"
+            )
 
 
 def _session_function(node: object) -> bool:

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 import sqlglot
 
-from beam.sql import compile_aggregate, compile_transform, quote
+from beam.sql import SpecSqlError, _one_duckdb_select, compile_aggregate, compile_transform, quote
 from beam.warehouse.duckdb_warehouse import WarehouseError, quote_ident, quote_table
 from controller.expressions import ExpressionError, check_duckdb_expression, parse_expression
 from controller.spec import Aggregate, SpecError, Transform, parse_spec_text
@@ -94,6 +94,7 @@ ATTEMPTS = [
     "`qty; DROP TABLE raw.items`",
     '`qty"; DROP TABLE raw.items; --`',
     "`qty`.`name`",
+    '"raw"."items"',  # double quotes make strings in BigQuery: a field of a string
     "ｑｔｙ + 1",  # full-width letters
     "qtу + 1",  # Cyrillic u
     "qty\u200b + 1",  # zero-width space
@@ -144,6 +145,14 @@ def test_duckdb_text_is_checked_again(attempt: str) -> None:
         check_duckdb_expression(attempt, PATH)
 
     assert str(refused.value).startswith(PATH)
+
+
+@pytest.mark.parametrize(
+    "duck", ["'raw'.'items'", "1; DROP TABLE raw.items", "1) UNION SELECT (2", "1; ATTACH 'x.db'"]
+)
+def test_duckdb_own_parser_must_see_one_select(duck: str) -> None:
+    with pytest.raises(SpecSqlError, match=r"^spec\.transform\.filter"):
+        _one_duckdb_select(duck, duck, "spec.transform.filter")
 
 
 LEGITIMATE = [
