@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlglot
 from sqlglot import exp
-from sqlglot.errors import ParseError
+from sqlglot.errors import ParseError, SqlglotError
 
 READ_DIALECT = "bigquery"
 
@@ -140,6 +140,10 @@ def parse_expression(
     except ParseError as exc:
         first = exc.errors[0]["description"] if exc.errors else str(exc)
         raise ExpressionError(f"{what} {sql!r} does not parse: {first}") from None
+    except SqlglotError:  # the tokenizer: an unterminated string, quoted name or comment
+        raise ExpressionError(
+            f"{what} {sql!r} does not parse: a string, quoted name or comment is not closed"
+        ) from None
     if len(statements) != 1 or not isinstance(statements[0], exp.Select):
         raise ExpressionError(f"{what} {sql!r}: one expression only")
     select = statements[0]
@@ -213,6 +217,8 @@ def check_duckdb_expression(duck_sql: str, what: str = "expression", original: s
     except ParseError as exc:
         first = exc.errors[0]["description"] if exc.errors else str(exc)
         raise ExpressionError(f"{what} {shown!r} does not parse as DuckDB: {first}") from None
+    except SqlglotError as exc:
+        raise ExpressionError(f"{what} {shown!r} does not parse as DuckDB: {exc}") from None
     if len(statements) != 1 or not isinstance(statements[0], exp.Select):
         raise ExpressionError(f"{what} {shown!r}: one expression only on DuckDB")
     select = statements[0]

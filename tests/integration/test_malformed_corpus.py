@@ -422,6 +422,12 @@ SPEC_CASES = [
         "spec.transform.filter",
     ),
     SpecCase(
+        "unclosed-quote-in-a-filter",
+        _with("spec.transform.filter", "name = 'abc"),
+        ("does not parse", "is not closed"),
+        "spec.transform.filter",
+    ),
+    SpecCase(
         "file-function-in-a-derive",
         _with("spec.transform.derive", [{"name": "x", "expr": "read_csv('/etc/passwd')"}]),
         ("read_csv is not allowed",),

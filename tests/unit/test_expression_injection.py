@@ -10,6 +10,8 @@ import duckdb
 import pyarrow as pa
 import pytest
 import sqlglot
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from beam.sql import SpecSqlError, _one_duckdb_select, compile_aggregate, compile_transform, quote
 from beam.warehouse.duckdb_warehouse import WarehouseError, quote_ident, quote_table
@@ -153,6 +155,26 @@ def test_duckdb_text_is_checked_again(attempt: str) -> None:
 def test_duckdb_own_parser_must_see_one_select(duck: str) -> None:
     with pytest.raises(SpecSqlError, match=r"^spec\.transform\.filter"):
         _one_duckdb_select(duck, duck, "spec.transform.filter")
+
+
+SQL_TOKENS = st.sampled_from(
+    ["qty", "name", "1", "'a", "'b'", "`", "`qty`", '"', "(", ")", "[", "]", ",", ";", "--", "/*", "*/", "+",
+     "*", "=", "SELECT", "FROM", "DROP", "TABLE", "raw.items", ".", "CAST", "AS", "INT64", "IF", "CASE",
+     "WHEN", "END", "read_csv", "@", "?", "\\", "\n", " ", "r'", "b'", '"""', "OVER", "SUM", "->>", "::"]
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(SQL_TOKENS, max_size=14).map(" ".join))
+def test_any_token_soup_is_accepted_or_refused_with_an_expression_error(text: str) -> None:
+    try:
+        checked = parse_expression(text, COLUMNS, what=PATH)
+    except ExpressionError as exc:
+        assert str(exc).startswith(PATH)
+        return
+
+    check_duckdb_expression(checked.to_duckdb(), PATH)
+    assert checked.columns <= set(COLUMNS)
 
 
 LEGITIMATE = [
