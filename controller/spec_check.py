@@ -122,7 +122,16 @@ def semantic_problems(spec: PipelineRunSpec) -> list[Problem]:
             if isinstance(name, str) and not _known(name, cols):
                 problems.append((f"spec.validate.expectations[{i}].kwargs.{key}", f"unknown column {name!r}"))
         for key in ("column_list",):
-            for name in exp.kwargs.get(key, []) or []:
+            names = exp.kwargs.get(key) or []
+            if not isinstance(names, list):
+                problems.append(
+                    (
+                        f"spec.validate.expectations[{i}].kwargs.{key}",
+                        f"must be a list of column names, not {names!r}",
+                    )
+                )
+                continue
+            for name in names:
                 if isinstance(name, str) and not _known(name, cols):
                     problems.append(
                         (f"spec.validate.expectations[{i}].kwargs.{key}", f"unknown column {name!r}")

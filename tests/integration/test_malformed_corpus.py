@@ -422,6 +422,19 @@ SPEC_CASES = [
         "spec.transform.filter",
     ),
     SpecCase(
+        "expectation-column-list-not-a-list",
+        _with(
+            "spec.validate",
+            {
+                "expectations": [
+                    {"type": "expect_compound_columns_to_be_unique", "kwargs": {"column_list": 5}}
+                ]
+            },
+        ),
+        ("must be a list of column names",),
+        "spec.validate.expectations[0].kwargs.column_list",
+    ),
+    SpecCase(
         "unclosed-quote-in-a-filter",
         _with("spec.transform.filter", "name = 'abc"),
         ("does not parse", "is not closed"),
