@@ -6,6 +6,7 @@ The data plane (``beam/``) imports this module too; it imports neither kopf nor 
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import re
 from enum import StrEnum
@@ -139,6 +140,23 @@ class Source(Model):
             data = dict(data)
             data.update(data.pop("csv"))
         return data
+
+    @field_validator("encoding")
+    @classmethod
+    def _text_encoding(cls, v: str) -> str:
+        try:
+            info = codecs.lookup(v)
+        except LookupError:
+            raise ValueError(f"{v!r} is not a known encoding (utf-8, latin-1, cp1252, utf-16, ...)") from None
+        if not getattr(info, "_is_text_encoding", True):
+            raise ValueError(f"{v!r} is a codec, not a text encoding (utf-8, latin-1, cp1252, utf-16, ...)")
+        return v
+
+    @model_validator(mode="after")
+    def _distinct_delimiter(self) -> Source:
+        if self.quote and self.quote == self.delimiter:
+            raise ValueError(f"quote {self.quote!r} is also the delimiter; give them different characters")
+        return self
 
     @field_validator("columns")
     @classmethod

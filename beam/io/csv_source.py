@@ -99,9 +99,12 @@ def _open_text(path: str, encoding: str, errors: str = "strict") -> io.TextIOWra
 
 def _check_encoding(encoding: str) -> str:
     try:
-        return codecs.lookup(encoding).name
+        info = codecs.lookup(encoding)
     except LookupError:
         raise SourceError(f"spec.source.encoding {encoding!r} is not a known encoding") from None
+    if not getattr(info, "_is_text_encoding", True):  # base64, rot13, zlib: codecs, not text encodings
+        raise SourceError(f"spec.source.encoding {encoding!r} is not a text encoding (utf-8, latin-1, ...)")
+    return info.name
 
 
 # Files that are not text at all, told by their first bytes (a renamed file is a common mistake).
@@ -153,7 +156,7 @@ def _read_header(path: str, source: Source, encoding: str) -> list[str] | None:
                 delimiter=source.delimiter,
                 quotechar=source.quote or None,
                 doublequote=source.escape == source.quote,
-                escapechar=None if source.escape == source.quote else source.escape,
+                escapechar=None if source.escape in ("", source.quote) else source.escape,
             )
             first = next(reader, None)
     except UnicodeDecodeError as exc:
@@ -164,7 +167,9 @@ def _read_header(path: str, source: Source, encoding: str) -> list[str] | None:
     except UnicodeError as exc:  # e.g. utf-16 with no byte order mark
         raise SourceError(
             f"{path}: row 1 (header): not valid {encoding} ({exc}); set spec.source.encoding to the file's"
-            " encoding (utf-16-le or utf-16-be when it has no byte order mark)"
+            f" encoding ({encoding}-le or {encoding}-be when it has no byte order mark)"
+            if encoding.startswith(("utf-16", "utf-32"))
+            else f"{path}: row 1 (header): not valid {encoding} ({exc}); set spec.source.encoding"
         ) from None
     except (OSError, EOFError, csv.Error) as exc:
         raise SourceError(f"{path}: cannot be read: {exc}") from None

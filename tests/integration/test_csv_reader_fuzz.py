@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from beam.io.csv_source import FILE_COL, ROW_COL, CsvRead, CsvSource, SourceError
 from controller.spec import Source
@@ -119,3 +120,34 @@ def test_random_csv_comes_back_cell_for_cell(
             assert rejected[number] == "too_many_columns"
         else:
             assert rejected[number] == "missing_columns"
+
+
+OPTIONS = st.fixed_dictionaries(
+    {},
+    optional={
+        "delimiter": st.sampled_from([",", ";", "\t", "|", "a", "\n", " "]),
+        "quote": st.sampled_from(['"', "'", ""]),
+        "escape": st.sampled_from(['"', "\\", ""]),
+        "encoding": st.sampled_from(["utf-8", "latin-1", "utf-16", "cp1252", "ascii", "rot13", "nope"]),
+        "header": st.booleans(),
+        "nullMarkers": st.lists(st.sampled_from(["", "NULL", "'", '"', "\\", " "]), max_size=3),
+        "headerCase": st.sampled_from(["asis", "snake"]),
+    },
+)
+
+
+@FUZZ
+@given(OPTIONS, st.binary(max_size=200))
+def test_any_source_options_are_refused_by_the_spec_or_read(
+    tmp_path: Path, options: dict[str, Any], data: bytes
+) -> None:
+    try:
+        result = read(tmp_path, b"s,n\n1,2\n" + data, **options)
+    except ValidationError as exc:  # the spec refuses it before any file is opened
+        assert exc.errors()
+        return
+    except SourceError as exc:
+        assert "spec.source" in str(exc) or ".csv" in str(exc)
+        return
+
+    assert result.rows_total == result.typed.num_rows + len(bad_rows(result))

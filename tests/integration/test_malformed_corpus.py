@@ -422,6 +422,18 @@ SPEC_CASES = [
         "spec.transform.filter",
     ),
     SpecCase(
+        "quote-is-the-delimiter",
+        _with("spec.source.quote", ","),
+        ("is also the delimiter",),
+        "spec.source",
+    ),
+    SpecCase(
+        "codec-that-is-not-a-text-encoding",
+        _with("spec.source.encoding", "rot13"),
+        ("'rot13' is a codec, not a text encoding",),
+        "spec.source.encoding",
+    ),
+    SpecCase(
         "expectation-column-list-not-a-list",
         _with(
             "spec.validate",
