@@ -16,9 +16,12 @@ message starts with the spec path, e.g. ``spec.transform.dedupe.key[0]: unknown 
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import duckdb
 from sqlglot import exp
 
 from controller.expressions import ExpressionError, parse_expression
@@ -89,9 +92,30 @@ def literal(value: str) -> str:
 def _checked(sql: str, known: Sequence[str] | Mapping[str, str], path: str) -> str:
     """A BigQuery expression, checked against ``known`` columns, as DuckDB SQL."""
     try:
-        return parse_expression(sql, known, what=path).to_duckdb()
+        return _one_duckdb_select(parse_expression(sql, known, what=path).to_duckdb(), sql, path)
     except ExpressionError as exc:
         raise SpecSqlError(str(exc)) from None
+
+
+_PARSER_LOCK = threading.Lock()
+
+
+@functools.cache
+def _parser() -> duckdb.DuckDBPyConnection:
+    """An empty in-memory DuckDB, only ever asked to parse (never to run) an expression."""
+    return duckdb.connect()
+
+
+def _one_duckdb_select(duck: str, sql: str, path: str) -> str:
+    """The local engine's own parser agrees: ``SELECT <expression>`` is one SELECT statement."""
+    try:
+        with _PARSER_LOCK:
+            statements = _parser().extract_statements(f"SELECT {duck}")
+    except duckdb.Error as exc:
+        raise SpecSqlError(f"{path} {sql!r} does not parse on DuckDB: {str(exc).splitlines()[0]}") from None
+    if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+        raise SpecSqlError(f"{path} {sql!r}: one expression only")
+    return duck
 
 
 class _Names:
@@ -589,7 +613,7 @@ def parse_or_raise(
         checked = parse_expression(sql, known, what=path)
     except ExpressionError as exc:
         raise SpecSqlError(str(exc)) from None
-    return checked.to_duckdb(), checked.columns
+    return _one_duckdb_select(checked.to_duckdb(), sql, path), checked.columns
 
 
 def _metadata_layer(

@@ -369,7 +369,8 @@ def check(
             found = [(p, line, m) for p, line, m in exc.problems]
         for yaml_path, line, message in found:
             where = f"{path}:{line}" if line else str(path)
-            out.print(f"{where}: {yaml_path}: {message}", markup=False, highlight=False, soft_wrap=True)
+            field = f"{yaml_path}: " if yaml_path else ""
+            out.print(f"{where}: {field}{message}", markup=False, highlight=False, soft_wrap=True)
         problems += len(found)
         if not found:
             out.print(f"{path}: ok", markup=False, highlight=False)
@@ -474,15 +475,18 @@ def check_file(path: Path) -> list[tuple[str, int | None, str]]:
     """Every problem of one spec file (all documents), as (YAML path, line, message)."""
     from pydantic import ValidationError
 
-    from controller.spec import IngestionSource, line_of, parse_documents, path_to_loc
+    from controller.spec import IngestionSource, line_of, parse_documents, path_to_loc, unreadable
     from controller.spec_check import semantic_problems
 
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        return [("", None, f"cannot read: {exc}")]
+        return [("", None, unreadable(exc))]
     problems: list[tuple[str, int | None, str]] = []
-    for doc, index in parse_documents(text, str(path)):
+    documents = parse_documents(text, str(path))
+    if not documents:
+        return [("", None, "the file holds no document (a PipelineRun or IngestionSource)")]
+    for doc, index in documents:
         kind = doc.get("kind")
         if kind == "PipelineRun":
             from controller.spec import parse_pipelinerun

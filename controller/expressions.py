@@ -6,13 +6,14 @@ columns: no subquery, no table reference, no statement, no aggregate or window f
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlglot
 from sqlglot import exp
-from sqlglot.errors import ParseError
+from sqlglot.errors import ParseError, SqlglotError
 
 READ_DIALECT = "bigquery"
 
@@ -40,6 +41,51 @@ _FORBIDDEN: tuple[type[Any], ...] = (
     exp.Set,
     exp.Use,
     exp.Transaction,
+)
+
+
+# Functions no expression may call, known to sqlglot by name: they read or write files, reveal the
+# session, produce rows instead of one value, expand to several columns, or draw from a sequence.
+_FORBIDDEN_FUNCTION_NAMES = (
+    "ReadCSV",
+    "ReadParquet",
+    "ToFile",
+    "Unnest",
+    "Explode",
+    "ExplodeOuter",
+    "Posexplode",
+    "PosexplodeOuter",
+    "GenerateTable",
+    "SplitToTable",
+    "StrtokSplitToTable",
+    "JSONTable",
+    "XMLTable",
+    "Columns",
+    "Star",
+    "NextValueFor",
+    "Seq1",
+    "Seq2",
+    "Seq4",
+    "Seq8",
+    "SessionUser",
+    "AIGenerate",
+    "GenerateEmbedding",
+    "GenerateText",
+    "Predict",
+)
+_FORBIDDEN_FUNCTIONS: tuple[type[Any], ...] = tuple(
+    getattr(exp, name) for name in _FORBIDDEN_FUNCTION_NAMES if hasattr(exp, name)
+)
+# CURRENT_USER, CURRENT_DATABASE, ... tell the session, not the row; CURRENT_DATE and CURRENT_TIMESTAMP stay.
+_ALLOWED_CURRENT = ("CurrentDate", "CurrentDatetime", "CurrentTime", "CurrentTimestamp")
+
+# After translation, DuckDB functions that read files, settings or the environment, or run SQL text.
+_DUCKDB_FORBIDDEN = re.compile(
+    r"^(read_\w*|\w*_scan|sniff_csv|glob|getenv|current_setting|query|query_table|duckdb_\w*|pragma_\w*"
+    r"|system|shell|install\w*|load\w*|attach|detach|copy|export\w*|import\w*|checkpoint|force_checkpoint"
+    r"|json_execute_serialized_sql|to_file|current_user|session_user|user|current_role|current_database"
+    r"|current_schema|current_schemas|current_catalog|version|pg_\w*|nextval|currval|setseed|error)$",
+    re.IGNORECASE,
 )
 
 
@@ -94,6 +140,10 @@ def parse_expression(
     except ParseError as exc:
         first = exc.errors[0]["description"] if exc.errors else str(exc)
         raise ExpressionError(f"{what} {sql!r} does not parse: {first}") from None
+    except SqlglotError:  # the tokenizer: an unterminated string, quoted name or comment
+        raise ExpressionError(
+            f"{what} {sql!r} does not parse: a string, quoted name or comment is not closed"
+        ) from None
     if len(statements) != 1 or not isinstance(statements[0], exp.Select):
         raise ExpressionError(f"{what} {sql!r}: one expression only")
     select = statements[0]
@@ -102,18 +152,7 @@ def parse_expression(
     tree = select.expressions[0]
     if isinstance(tree, exp.Alias):
         raise ExpressionError(f"{what} {sql!r}: no alias (AS) inside an expression; name it with 'name'")
-    for node in tree.walk():
-        if isinstance(node, _FORBIDDEN):
-            kind = type(node).__name__.upper()
-            raise ExpressionError(
-                f"{what} {sql!r}: {kind} is not allowed; only scalar expressions over the row's columns"
-            )
-        if isinstance(node, exp.Anonymous) and node.name.upper() in {"EXTERNAL_QUERY", "ML.PREDICT"}:
-            raise ExpressionError(f"{what} {sql!r}: function {node.name} is not allowed")
-        if isinstance(node, exp.Column) and node.table:
-            raise ExpressionError(
-                f"{what} {sql!r}: column {node.sql(dialect=READ_DIALECT)} names a table; use the bare column name"
-            )
+    _check_tree(tree, sql, what)
     canon = {c.lower(): c for c in known_columns} if known_columns is not None else None
     used: set[str] = set()
     for col in list(tree.find_all(exp.Column)):
@@ -126,7 +165,75 @@ def parse_expression(
             col.set("this", exp.to_identifier(name, quoted=True))
         used.add(name)
     types = dict(known_columns) if isinstance(known_columns, Mapping) else {}
-    return CheckedExpression(sql=text, tree=tree, columns=frozenset(used), types=types)
+    checked = CheckedExpression(sql=text, tree=tree, columns=frozenset(used), types=types)
+    check_duckdb_expression(checked.to_duckdb(), what, original=sql)
+    return checked
+
+
+def _check_tree(tree: exp.Expression, sql: str, what: str) -> None:
+    """Refuse anything but a scalar expression over bare column names; drop comments (never re-emitted)."""
+    for node in tree.walk():
+        node.comments = None
+        if isinstance(node, _FORBIDDEN):
+            kind = type(node).__name__.upper()
+            raise ExpressionError(
+                f"{what} {sql!r}: {kind} is not allowed; only scalar expressions over the row's columns"
+            )
+        if isinstance(node, exp.Anonymous):
+            raise ExpressionError(
+                f"{what} {sql!r}: function {node.name.upper()}() is not allowed: only BigQuery's own scalar"
+                " functions (those the translator knows) may be called"
+            )
+        if isinstance(node, _FORBIDDEN_FUNCTIONS) or _session_function(node):
+            name = node.sql(dialect=READ_DIALECT).split("(")[0] or type(node).__name__.upper()
+            raise ExpressionError(
+                f"{what} {sql!r}: {name} is not allowed: it reads files, the session or other rows,"
+                " not the row's own columns"
+            )
+        if isinstance(node, exp.Column) and node.table:
+            raise ExpressionError(
+                f"{what} {sql!r}: column {node.sql(dialect=READ_DIALECT)} names a table; use the bare column name"
+            )
+        if isinstance(node, exp.Dot) and isinstance(node.this, exp.Literal):
+            raise ExpressionError(
+                f"{what} {sql!r}: {node.sql(dialect=READ_DIALECT)} reads a field of a string (a double-quoted"
+                " name is a string in BigQuery); quote column names with backticks"
+            )
+
+
+def _session_function(node: object) -> bool:
+    name = type(node).__name__
+    return name.startswith("Current") and name not in _ALLOWED_CURRENT
+
+
+def check_duckdb_expression(duck_sql: str, what: str = "expression", original: str | None = None) -> None:
+    """The same rules on the DuckDB text that will run locally: one scalar expression, no statement, no
+    table, no file, setting or environment function. A second wall behind the BigQuery check."""
+    shown = original if original is not None else duck_sql
+    if ";" in _outside_strings(duck_sql) or "--" in _outside_strings(duck_sql):
+        raise ExpressionError(f"{what} {shown!r}: one expression only (no ';' or comment) on DuckDB")
+    try:
+        statements = sqlglot.parse(f"SELECT {duck_sql}", read="duckdb")
+    except ParseError as exc:
+        first = exc.errors[0]["description"] if exc.errors else str(exc)
+        raise ExpressionError(f"{what} {shown!r} does not parse as DuckDB: {first}") from None
+    except SqlglotError as exc:
+        raise ExpressionError(f"{what} {shown!r} does not parse as DuckDB: {exc}") from None
+    if len(statements) != 1 or not isinstance(statements[0], exp.Select):
+        raise ExpressionError(f"{what} {shown!r}: one expression only on DuckDB")
+    select = statements[0]
+    if len(select.expressions) != 1 or any(select.args.get(k) for k in ("from", "where", "group", "joins")):
+        raise ExpressionError(f"{what} {shown!r}: one scalar expression only on DuckDB")
+    for node in select.expressions[0].walk():
+        if isinstance(node, (*_FORBIDDEN, *_FORBIDDEN_FUNCTIONS)) or _session_function(node):
+            kind = type(node).__name__.upper()
+            raise ExpressionError(f"{what} {shown!r}: {kind} is not allowed on DuckDB")
+        if isinstance(node, exp.Func):
+            name = node.name if isinstance(node, exp.Anonymous) else node.sql_name()
+            if _DUCKDB_FORBIDDEN.match(name or ""):
+                raise ExpressionError(f"{what} {shown!r}: function {name.upper()}() is not allowed on DuckDB")
+        if isinstance(node, exp.Column) and node.table:
+            raise ExpressionError(f"{what} {shown!r}: column {node.sql(dialect='duckdb')} names a table")
 
 
 def _outside_strings(text: str) -> str:

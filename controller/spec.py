@@ -6,6 +6,8 @@ The data plane (``beam/``) imports this module too; it imports neither kopf nor 
 
 from __future__ import annotations
 
+import codecs
+import difflib
 import re
 from enum import StrEnum
 from pathlib import Path
@@ -34,7 +36,7 @@ class SpecError(Exception):
         self.source = source
         self.problems = problems
         lines = [
-            f"{source}:{line}: {path}: {msg}" if line else f"{source}: {path}: {msg}"
+            f"{source}{f':{line}' if line else ''}: {f'{path}: ' if path else ''}{msg}"
             for path, line, msg in problems
         ]
         super().__init__("\n".join(lines))
@@ -138,6 +140,23 @@ class Source(Model):
             data = dict(data)
             data.update(data.pop("csv"))
         return data
+
+    @field_validator("encoding")
+    @classmethod
+    def _text_encoding(cls, v: str) -> str:
+        try:
+            info = codecs.lookup(v)
+        except LookupError:
+            raise ValueError(f"{v!r} is not a known encoding (utf-8, latin-1, cp1252, utf-16, ...)") from None
+        if not getattr(info, "_is_text_encoding", True):
+            raise ValueError(f"{v!r} is a codec, not a text encoding (utf-8, latin-1, cp1252, utf-16, ...)")
+        return v
+
+    @model_validator(mode="after")
+    def _distinct_delimiter(self) -> Source:
+        if self.quote and self.quote == self.delimiter:
+            raise ValueError(f"quote {self.quote!r} is also the delimiter; give them different characters")
+        return self
 
     @field_validator("columns")
     @classmethod
@@ -704,13 +723,84 @@ class IngestionSource(Model):
 Loc = Annotated[tuple[Any, ...], "pydantic error location"]
 
 
+# Limits on what a spec file may hold. A PipelineRun is a Kubernetes object (etcd stores at most about
+# 1.5 MiB); anything near these sizes is a mistake or an attack, refused before it is expanded or checked.
+MAX_SPEC_BYTES = 1024 * 1024
+MAX_YAML_NODES = 100_000  # after expanding aliases: a "billion laughs" document stops here
+MAX_YAML_DEPTH = 64
+MAX_STRING_CHARS = 64 * 1024
+MAX_LIST_ITEMS = 5000  # BigQuery allows 10,000 columns; a spec naming half of them is already rare
+
+
 class _LineLoader(yaml.SafeLoader):
-    """A SafeLoader that remembers the line of every mapping key and sequence item."""
+    """A SafeLoader that remembers the line of every mapping key and sequence item, refuses a duplicate
+    key, and measures a document (aliases expanded) before building it."""
+
+    depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        self.depth += 1
+        try:
+            if self.depth > MAX_YAML_DEPTH:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise YamlLimitError(f"refused: nested more than {MAX_YAML_DEPTH} levels deep", mark)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _check_node_size(node)
+        return super().construct_document(node)
+
+
+class YamlLimitError(yaml.YAMLError):
+    """A document too big or too deep once its aliases are expanded."""
+
+    def __init__(self, message: str, mark: yaml.Mark | None = None) -> None:
+        super().__init__(message)
+        self.problem_mark = mark
+
+
+def _check_node_size(root: yaml.Node) -> None:
+    """Count the nodes of a document as if every alias were copied out, without copying anything."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
+    while stack:
+        node, depth, done = stack.pop()
+        if depth > MAX_YAML_DEPTH:
+            raise YamlLimitError(f"refused: nested more than {MAX_YAML_DEPTH} levels deep", node.start_mark)
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        if id(node) in sizes:
+            continue
+        if not done and children:
+            stack.append((node, depth, True))
+            stack.extend((c, depth + 1, False) for c in children if id(c) not in sizes)
+            continue
+        sizes[id(node)] = 1 + sum(sizes.get(id(c), 1) for c in children)
+        if sizes[id(node)] > MAX_YAML_NODES:
+            raise YamlLimitError(
+                f"refused: more than {MAX_YAML_NODES:,} values once its aliases (*name) are expanded; "
+                "a spec this big is refused (is it a 'billion laughs' document?)",
+                node.start_mark,
+            )
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    lines: dict[Any, int] = {}
+    for key, _ in node.value:
+        if isinstance(key, yaml.ScalarNode):
+            if key.value in lines and key.tag != "tag:yaml.org,2002:merge":
+                raise YamlLimitError(
+                    f"not valid YAML: key {key.value!r} appears twice in one mapping"
+                    f" (first on line {lines[key.value]})",
+                    key.start_mark,
+                )
+            lines[key.value] = key.start_mark.line + 1
     mapping = loader.construct_mapping(node, deep=True)
-    lines = {k.value: k.start_mark.line + 1 for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
     mapping["__lines__"] = lines
     return mapping
 
@@ -747,21 +837,95 @@ def line_of(index: dict[tuple[Any, ...], int], loc: tuple[Any, ...]) -> int | No
 
 def parse_documents(text: str, source: str) -> list[tuple[dict[str, Any], dict[tuple[Any, ...], int]]]:
     """Parse YAML text into documents, each with its (path -> line) index."""
+    size = len(text.encode("utf-8", errors="replace"))
+    if size > MAX_SPEC_BYTES:
+        raise SpecError(
+            source,
+            [("", None, f"the file is {size:,} bytes; a spec must stay under {MAX_SPEC_BYTES:,} bytes")],
+        )
     try:
         docs = list(yaml.load_all(text, Loader=_LineLoader))
+    except YamlLimitError as exc:
+        mark = exc.problem_mark
+        raise SpecError(source, [("", mark.line + 1 if mark else None, str(exc))]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        raise SpecError(source, [("", mark.line + 1 if mark else None, f"not valid YAML: {exc}")]) from None
+        raise SpecError(source, [("", mark.line + 1 if mark else None, _yaml_message(exc))]) from None
+    except RecursionError:
+        raise SpecError(
+            source, [("", None, f"refused: nested more than {MAX_YAML_DEPTH} levels deep")]
+        ) from None
     out = []
-    for doc in docs:
+    for n, doc in enumerate(docs):
         if doc is None:
             continue
         index: dict[tuple[Any, ...], int] = {}
         doc = _strip_lines(doc, (), index)
         if not isinstance(doc, dict):
-            raise SpecError(source, [("", None, "a document must be a mapping (apiVersion, kind, ...)")])
+            what = type(doc).__name__
+            raise SpecError(
+                source,
+                [
+                    (
+                        "",
+                        None,
+                        f"document {n + 1} is a {what}, not a mapping (apiVersion, kind, metadata, spec)",
+                    )
+                ],
+            )
+        problems = _giant_values(doc, (), index)
+        if problems:
+            raise SpecError(source, problems)
         out.append((doc, index))
     return out
+
+
+def _yaml_message(exc: yaml.YAMLError) -> str:
+    """PyYAML's problem on one line: what is wrong, the column, and what it was parsing."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark, context, since = (getattr(exc, k, None) for k in ("problem_mark", "context", "context_mark"))
+    text = f"not valid YAML: {problem}" + (f" at column {mark.column + 1}" if mark else "")
+    if context:
+        text += f" ({context}" + (f" from line {since.line + 1})" if since else ")")
+    return text
+
+
+def unreadable(exc: OSError | UnicodeDecodeError) -> str:
+    """Why a spec file cannot be read, said for people."""
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); save the spec as UTF-8"
+    return f"cannot read the spec: {exc.strerror or exc}"
+
+
+def _giant_values(
+    data: Any, path: tuple[Any, ...], index: dict[tuple[Any, ...], int]
+) -> list[tuple[str, int | None, str]]:
+    """Strings and lists far bigger than any sound spec holds, each named by its YAML path."""
+    found: list[tuple[str, int | None, str]] = []
+    if isinstance(data, str) and len(data) > MAX_STRING_CHARS:
+        found.append(
+            (
+                yaml_path(path),
+                line_of(index, path),
+                f"a {len(data):,}-character value; at most {MAX_STRING_CHARS:,}",
+            )
+        )
+    elif isinstance(data, list):
+        if len(data) > MAX_LIST_ITEMS:
+            found.append(
+                (
+                    yaml_path(path),
+                    line_of(index, path),
+                    f"a list of {len(data):,} items; at most {MAX_LIST_ITEMS:,}",
+                )
+            )
+        else:
+            for i, item in enumerate(data):
+                found += _giant_values(item, (*path, i), index)
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            found += _giant_values(value, (*path, key), index)
+    return found[:20]
 
 
 def _pydantic_problems(
@@ -770,8 +934,24 @@ def _pydantic_problems(
     problems = []
     for err in exc.errors():
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        problems.append((yaml_path(loc), line_of(index, loc), err["msg"]))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden" and loc:
+            msg = f"unknown field {loc[-1]!r}" + _did_you_mean(str(loc[-1]))
+        problems.append((yaml_path(loc), line_of(index, loc), msg))
     return problems
+
+
+def _field_names() -> set[str]:
+    """Every field name a spec may use, as written in YAML (aliases), for spelling hints."""
+    names: set[str] = set()
+    for model in Model.__subclasses__() + [m for c in Model.__subclasses__() for m in c.__subclasses__()]:
+        names.update(f.alias or name for name, f in model.model_fields.items())
+    return names
+
+
+def _did_you_mean(key: str) -> str:
+    close = difflib.get_close_matches(key, sorted(_field_names()), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def parse_pipelinerun(doc: dict[str, Any], index: dict[tuple[Any, ...], int], source: str) -> PipelineRun:
@@ -796,7 +976,7 @@ def load_spec_document(path: Path) -> tuple[PipelineRun, dict[tuple[Any, ...], i
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(source, [("", None, f"cannot read the spec: {exc}")]) from None
+        raise SpecError(source, [("", None, unreadable(exc))]) from None
     return parse_spec_text(text, source, path.parent.resolve())
 
 

@@ -44,6 +44,29 @@ def _expr(path: str, sql: str, columns: dict[str, str], problems: list[Problem])
         problems.append((path, str(exc).removeprefix(f"{path} ")))
 
 
+def _derive_reads_later(
+    i: int, sql: str, derived_at: dict[str, int], columns: dict[str, str], problems: list[Problem]
+) -> bool:
+    """A derive reading itself or a later derive (a cycle, or the wrong order): say so plainly."""
+    try:
+        used = parse_expression(sql, None).columns
+    except ExpressionError:
+        return False
+    for name in sorted(used):
+        j = derived_at.get(name.lower())
+        if j is not None and j >= i and not _known(name, columns):
+            where = "itself" if j == i else f"spec.transform.derive[{j}] ({name!r}), which comes later"
+            problems.append(
+                (
+                    f"spec.transform.derive[{i}].expr",
+                    f"{sql!r} reads {where}; a derive reads the source's columns and earlier derives"
+                    " only (no cycles): reorder the derives",
+                )
+            )
+            return True
+    return False
+
+
 def _check_lookups(lookups: list[Lookup], cols: dict[str, str], problems: list[Problem]) -> None:
     """Keys exist where they are used (on the records: the source's columns and earlier lookups'; on a CSV
     reference: its schema); looked-up columns join ``cols`` for derive, filter and dedupe.
@@ -99,7 +122,16 @@ def semantic_problems(spec: PipelineRunSpec) -> list[Problem]:
             if isinstance(name, str) and not _known(name, cols):
                 problems.append((f"spec.validate.expectations[{i}].kwargs.{key}", f"unknown column {name!r}"))
         for key in ("column_list",):
-            for name in exp.kwargs.get(key, []) or []:
+            names = exp.kwargs.get(key) or []
+            if not isinstance(names, list):
+                problems.append(
+                    (
+                        f"spec.validate.expectations[{i}].kwargs.{key}",
+                        f"must be a list of column names, not {names!r}",
+                    )
+                )
+                continue
+            for name in names:
                 if isinstance(name, str) and not _known(name, cols):
                     problems.append(
                         (f"spec.validate.expectations[{i}].kwargs.{key}", f"unknown column {name!r}")
@@ -123,11 +155,13 @@ def semantic_problems(spec: PipelineRunSpec) -> list[Problem]:
                 )
             )
     _check_lookups(t.lookups, cols, problems)
+    later = {d.name.lower(): j for j, d in enumerate(t.derive)}
     for i, d in enumerate(t.derive):
         if _known(d.name, cols):
             problems.append((f"spec.transform.derive[{i}].name", f"column {d.name!r} already exists"))
             continue
-        _expr(f"spec.transform.derive[{i}].expr", d.expr, cols, problems)
+        if not _derive_reads_later(i, d.expr, later, cols, problems):
+            _expr(f"spec.transform.derive[{i}].expr", d.expr, cols, problems)
         cols[d.name.lower()] = d.name
     if t.filter is not None:
         _expr("spec.transform.filter", t.filter, cols, problems)

@@ -83,15 +83,59 @@ def _open_text(path: str, encoding: str, errors: str = "strict") -> io.TextIOWra
 
 def _check_encoding(encoding: str) -> str:
     try:
-        return codecs.lookup(encoding).name
+        info = codecs.lookup(encoding)
     except LookupError:
         raise SourceError(f"spec.source.encoding {encoding!r} is not a known encoding") from None
+    if not getattr(info, "_is_text_encoding", True):  # base64, rot13, zlib: codecs, not text encodings
+        raise SourceError(f"spec.source.encoding {encoding!r} is not a text encoding (utf-8, latin-1, ...)")
+    return info.name
+
+
+# Files that are not text at all, told by their first bytes (a renamed file is a common mistake).
+_MAGIC = (
+    (b"\x1f\x8b", "gzip-compressed: name it *.gz (it is then read without unpacking)"),
+    (b"\x89PNG", "a PNG image, not CSV text"),
+    (b"PK\x03\x04", "a ZIP archive (an .xlsx workbook?), not CSV text: export it as CSV"),
+    (b"%PDF", "a PDF document, not CSV text"),
+    (b"PAR1", "a Parquet file, not CSV text"),
+)
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+_OTHER_DELIMITERS = (";", "\t", "|", ",")
+_UNQUOTED = "a quoted value is not closed, or text follows its closing quote"
+
+
+def _sniff(path: str, encoding: str, label: str | None = None) -> None:
+    """Refuse a binary file, or a UTF-16/32 file read as UTF-8, with what it is and what to set."""
+    if path.endswith(".gz"):
+        return
+    name = label or path
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        raise SourceError(f"{name}: cannot be read: {exc}") from None
+    for magic, what in _MAGIC:
+        if head.startswith(magic):
+            raise SourceError(f"{name}: row 1 (header): the file is {what}")
+    if encoding in {codecs.lookup(e).name for e in _UTF8}:
+        for bom, name in _BOMS:
+            if head.startswith(bom):
+                raise SourceError(
+                    f"{name}: row 1 (header): the file starts with a {name} byte order mark but "
+                    f"spec.source.encoding is {encoding}; set spec.source.encoding: {name}"
+                )
 
 
 def _read_header(path: str, source: Source, encoding: str, label: str | None = None) -> list[str] | None:
     """The first record of the file, or None when the file has no record at all (``label`` names the
     file in messages: its URI as the user wrote it)."""
     name = label or path
+    _sniff(path, encoding, name)
     try:
         with _open_text(path, encoding, errors="replace") as fh:
             reader = csv.reader(
@@ -99,13 +143,20 @@ def _read_header(path: str, source: Source, encoding: str, label: str | None = N
                 delimiter=source.delimiter,
                 quotechar=source.quote or None,
                 doublequote=source.escape == source.quote,
-                escapechar=None if source.escape == source.quote else source.escape,
+                escapechar=None if source.escape in ("", source.quote) else source.escape,
             )
             first = next(reader, None)
     except UnicodeDecodeError as exc:
         raise SourceError(
             f"{name}: row 1 (header): not valid {encoding} (byte 0x{exc.object[exc.start]:02x});"
             " set spec.source.encoding to the file's encoding"
+        ) from None
+    except UnicodeError as exc:  # e.g. utf-16 with no byte order mark
+        raise SourceError(
+            f"{name}: row 1 (header): not valid {encoding} ({exc}); set spec.source.encoding to the file's"
+            f" encoding ({encoding}-le or {encoding}-be when it has no byte order mark)"
+            if encoding.startswith(("utf-16", "utf-32"))
+            else f"{name}: row 1 (header): not valid {encoding} ({exc}); set spec.source.encoding"
         ) from None
     except (OSError, EOFError, csv.Error) as exc:
         raise SourceError(f"{name}: cannot be read: {exc}") from None
@@ -117,7 +168,26 @@ def _read_header(path: str, source: Source, encoding: str, label: str | None = N
         )
     if first and first[0].startswith("\ufeff"):
         first[0] = first[0][1:]
+    if source.header and all(not h.strip() for h in first):
+        raise SourceError(
+            f"{path}: row 1 (header): is blank; with header: true the first line must name the columns"
+        )
+    if "\x00" in "".join(first):
+        raise SourceError(f"{path}: row 1 (header): contains a NUL byte (\\x00); is this a text file?")
     return first
+
+
+def _delimiter_hint(header: list[str], source: Source) -> str:
+    """When the header is one field holding another usual delimiter, the delimiter is probably wrong."""
+    if len(header) != 1:
+        return ""
+    for other in _OTHER_DELIMITERS:
+        if other != source.delimiter and other in header[0]:
+            return (
+                f"; the header is one field holding {other!r}: is the file delimited by {other!r}? "
+                f"(spec.source.delimiter is {source.delimiter!r})"
+            )
+    return ""
 
 
 def map_columns(path: str, header: list[str], source: Source) -> list[int]:
@@ -158,7 +228,7 @@ def map_columns(path: str, header: list[str], source: Source) -> list[int]:
             )
         out.append(idx if idx is not None else -1)
     if problems:
-        raise SourceError(f"{path}: wrong header: " + "; ".join(problems))
+        raise SourceError(f"{path}: wrong header: " + "; ".join(problems) + _delimiter_hint(header, source))
     return out
 
 
@@ -222,7 +292,29 @@ class _FileReader:
                 f"{label}: near line {line}: not valid {self.encoding} "
                 f"(byte 0x{exc.object[exc.start]:02x}); set spec.source.encoding"
             ) from None
+        except UnicodeError as exc:
+            raise SourceError(
+                f"{path}: near line {line}: not valid {self.encoding} ({exc}); set spec.source.encoding"
+            ) from None
         return str(out)
+
+    def _lf_path(self, path: str, n: int) -> str | None:
+        """DuckDB reads one kind of line ending per file; a file mixing CRLF and LF (two files
+        concatenated, an edited export) is copied with LF endings. None when it does not mix them."""
+        out = self.tmpdir / f"lf-{n}.csv"
+        crlf = lf = False
+        with (
+            _open_text(path, "utf-8", errors="surrogateescape") as src,
+            open(out, "w", encoding="utf-8", errors="surrogateescape", newline="") as dst,
+        ):
+            for line in src:
+                if line.endswith("\r\n"):
+                    crlf = True
+                    line = line[:-2] + "\n"
+                elif line.endswith("\n"):
+                    lf = True
+                dst.write(line)
+        return str(out) if crlf and lf else None
 
     def read(self, n: int, path: str, label: str | None = None) -> tuple[str, str, int]:
         """Read one file into temp tables; returns (typed table name, rejects table name, rows seen).
@@ -251,7 +343,12 @@ class _FileReader:
         try:
             self._x(f"CREATE TEMP TABLE {raw_t} AS SELECT * FROM read_csv({_lit(readable)}, {opts})")
         except duckdb.Error as exc:
-            raise SourceError(f"{label}: cannot be read as CSV: {str(exc).splitlines()[0]}") from None
+            lf = self._lf_path(readable, n) if "invalid state" in str(exc) else None
+            if lf is None:
+                raise SourceError(f"{label}: cannot be read as CSV: {str(exc).splitlines()[0]}") from None
+            self._x(f"DROP TABLE IF EXISTS {rejects_t}")
+            self._x(f"DROP TABLE IF EXISTS {rejects_s}")
+            self._x(f"CREATE TEMP TABLE {raw_t} AS SELECT * FROM read_csv({_lit(lf)}, {opts})")
         offset = 1 if src.header else 0
         errs = self.con.execute(
             f"SELECT line - {offset} AS row, error_type, csv_line, error_message, column_idx FROM {rejects_t}"
@@ -265,7 +362,9 @@ class _FileReader:
                 )
         self._x(
             f"CREATE TEMP TABLE bad_rows_{n} AS SELECT DISTINCT line - {offset} AS row, "
-            f"lower(replace(first(error_type), ' ', '_')) AS rule, first(csv_line) AS line_text, first(error_message) AS msg "
+            f"lower(replace(first(error_type), ' ', '_')) AS rule, first(csv_line) AS line_text, "
+            f"CASE WHEN first(error_type) = 'UNQUOTED VALUE' THEN {_lit(_UNQUOTED)} "
+            "ELSE first(error_message) END AS msg "
             f"FROM {rejects_t} GROUP BY ALL"
         )
         self._x(
@@ -291,7 +390,11 @@ class _FileReader:
             typed_cols.append(f"({typed})::{DUCKDB_TYPE[col.type]} AS {t}")
             failed = "false" if col.type == ColumnType.STRING else f"{v} IS NOT NULL AND {t} IS NULL"
             required = f"WHEN {v} IS NULL THEN 'required' " if col.required else ""
-            checks.append((j, col, f"CASE WHEN {failed} THEN {_lit('type:' + col.type.value)} {required}END"))
+            # BigQuery refuses a NUL character in a CSV load: the row is set aside here too.
+            nul = f"WHEN contains({v}, chr(0)) THEN 'nul_byte' " if col.type == ColumnType.STRING else ""
+            checks.append(
+                (j, col, f"CASE {nul}WHEN {failed} THEN {_lit('type:' + col.type.value)} {required}END")
+            )
             names.append(f"{t} AS {_q(col.name)}")
         err_cols = ", ".join(f"{expr} AS {_q('e' + str(j))}" for j, _, expr in checks)
         raw_fields = ", ".join(f"c{i}" for i in range(width))
@@ -322,7 +425,8 @@ class _FileReader:
             e = _q("e" + str(j))
             parts.append(
                 f"SELECT {_lit(path)}, {ROW_COL}, {_lit(col.name)}, {e}, {_q('v' + str(j))}, "
-                f"CASE WHEN {e} = 'required' THEN {_lit(col.name + ' is required but empty')} ELSE "
+                f"CASE WHEN {e} = 'required' THEN {_lit(col.name + ' is required but empty')} "
+                f"WHEN {e} = 'nul_byte' THEN {_lit(col.name + ': contains a NUL byte (0x00), which BigQuery refuses')} ELSE "
                 f"{_lit(col.name + ': ')} || coalesce({_lit(chr(39))} || {_q('v' + str(j))} || {_lit(chr(39))}, "
                 f"'NULL') || {_lit(' is not a valid ' + col.type.value)} END, NULL FROM errors_{n} "
                 f"WHERE {e} IS NOT NULL"

@@ -12,7 +12,13 @@ import time
 from beam.pipelines import bds
 from beam.pipelines.chunks import pipeline_options
 from beam.sql import SpecSqlError
-from beam.stages.context import StageContext, StageFailed, StageResult
+from beam.stages.context import (
+    EXPRESSION_DATA_ERRORS,
+    StageContext,
+    StageFailed,
+    StageResult,
+    expression_failed,
+)
 from beam.warehouse import LineageRecord, WarehouseError, open_warehouse, pipeline_input
 
 STAGE = "aggregate"
@@ -43,6 +49,8 @@ def run(ctx: StageContext) -> StageResult:
         )
     except SpecSqlError as exc:
         raise StageFailed(str(exc), reason="InvalidSpec") from None
+    except EXPRESSION_DATA_ERRORS as exc:
+        raise expression_failed(exc, {}) from None
     piped = time.monotonic()
     rows: dict[str, int] = {}
     for aggregate in spec.aggregate:

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
 from controller.spec import PipelineRun
 
 EXIT_OK = 0
@@ -79,3 +81,22 @@ class StageResult:
     @classmethod
     def from_json(cls, text: str) -> StageResult:
         return cls(**json.loads(text))
+
+
+# A user's expression meeting a value it cannot handle (CAST('abc' AS INT64), an overflow): bad input,
+# not a crash of ours. Retrying would fail the same way.
+EXPRESSION_DATA_ERRORS: tuple[type[Exception], ...] = (duckdb.ConversionException, duckdb.OutOfRangeException)
+
+
+def expression_failed(exc: Exception, named: dict[str, str]) -> StageFailed:
+    """The failure of an expression on the data, naming its spec path when the engine's message shows
+    which output column it computed (``named``: quoted output column -> spec path)."""
+    text = str(exc)
+    first = text.split("\n")[0].split(" [while running")[0]
+    where = next((path for column, path in named.items() if f"AS {column}" in text), None)
+    prefix = f"{where}: " if where else "an expression of the spec: "
+    return StageFailed(
+        f"{prefix}failed on the data: {first}; SAFE_CAST and SAFE_DIVIDE give NULL"
+        " instead of failing the run",
+        reason="ExpressionFailed",
+    )

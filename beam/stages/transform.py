@@ -22,7 +22,13 @@ from beam.pipelines import tds
 from beam.pipelines.chunks import pipeline_options
 from beam.pipelines.lookups import ReferenceDataError
 from beam.sql import SpecSqlError
-from beam.stages.context import StageContext, StageFailed, StageResult
+from beam.stages.context import (
+    EXPRESSION_DATA_ERRORS,
+    StageContext,
+    StageFailed,
+    StageResult,
+    expression_failed,
+)
 from beam.warehouse import LineageRecord, WarehouseError, open_warehouse, pipeline_input
 
 STAGE = "transform"
@@ -57,6 +63,11 @@ def run(ctx: StageContext) -> StageResult:
         raise StageFailed(str(exc), reason="InvalidSpec") from None
     except ReferenceDataError as exc:
         raise StageFailed(str(exc), reason=exc.reason) from None
+    except EXPRESSION_DATA_ERRORS as exc:
+        named = {
+            f'"{d.name}"': f"spec.transform.derive[{i}].expr" for i, d in enumerate(spec.transform.derive)
+        }
+        raise expression_failed(exc, named) from None
     piped = time.monotonic()
     partition = output.partition_by.model_dump(by_alias=True) if output.partition_by else None
     lineage = LineageRecord(
