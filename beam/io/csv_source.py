@@ -113,20 +113,20 @@ def _sniff(path: str, encoding: str, label: str | None = None) -> None:
     """Refuse a binary file, or a UTF-16/32 file read as UTF-8, with what it is and what to set."""
     if path.endswith(".gz"):
         return
-    name = label or path
+    shown = label or path
     try:
         with open(path, "rb") as fh:
             head = fh.read(8)
     except OSError as exc:
-        raise SourceError(f"{name}: cannot be read: {exc}") from None
+        raise SourceError(f"{shown}: cannot be read: {exc}") from None
     for magic, what in _MAGIC:
         if head.startswith(magic):
-            raise SourceError(f"{name}: row 1 (header): the file is {what}")
+            raise SourceError(f"{shown}: row 1 (header): the file is {what}")
     if encoding in {codecs.lookup(e).name for e in _UTF8}:
         for bom, name in _BOMS:
             if head.startswith(bom):
                 raise SourceError(
-                    f"{name}: row 1 (header): the file starts with a {name} byte order mark but "
+                    f"{shown}: row 1 (header): the file starts with a {name} byte order mark but "
                     f"spec.source.encoding is {encoding}; set spec.source.encoding: {name}"
                 )
 
