@@ -15,7 +15,7 @@ import duckdb
 import pytest
 import yaml
 
-from tests.controlplane.cluster import Cluster
+from tests.controlplane.cluster import Cluster, free_port
 from tests.controlplane.node_agent import NodeAgent
 from tests.e2e.chart_controller import EXAMPLE, Controller, _jobs, _phase, _run, _wait, kc
 
@@ -162,9 +162,14 @@ def test_two_replicas_acting_at_once_never_duplicate_a_stage(
     """The worst case of a rolling update: peering lost, both replicas act on every event; then the old
     one goes and the new one finishes. Status writes carry the resourceVersion they were planned from."""
     first, workdir = chart_controller
+    # Its own liveness port: two processes cannot bind one.
+    argv = [a for a in first.argv if not a.startswith("http://127.0.0.1:")]
+    argv[argv.index("--liveness") + 1 : argv.index("--liveness") + 1] = [
+        f"http://127.0.0.1:{free_port()}/healthz"
+    ]
     second = Controller(
         control_plane,
-        [*first.argv, "--standalone"],
+        [*argv, "--standalone"],
         {**first.env, "POD_ID": "controller-new"},
         tmp_path / "second",
     )
@@ -184,6 +189,10 @@ def test_two_replicas_acting_at_once_never_duplicate_a_stage(
                 in ("transform", "aggregate")
             ),
         )
+        for replica in (first, second):
+            assert replica.proc is not None and replica.proc.poll() is None, replica.logs[-1].read_text()[
+                -3000:
+            ]
         first.stop()  # the old replica goes; the new one carries on alone
         _wait(
             control_plane,
