@@ -27,6 +27,7 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.event(*RUNS)
 async def run_changed(body: kopf.Body, memo: kopf.Memo, type: str | None, **_: Any) -> None:
     if type == "DELETED":
+        operator.forget(memo.rt, body.metadata.namespace or "default", body.metadata.name or "")
         return
     await operator.reconcile(
         memo.rt, body.metadata.namespace or "default", body.metadata.name or "", dict(body)
@@ -44,13 +45,6 @@ async def stage_job_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     run = operator.owner_run(dict(body))
     if run:
         await operator.reconcile(memo.rt, body.metadata.namespace or "default", run, None)
-
-
-@kopf.on.delete(*RUNS)
-async def run_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    await operator.cleanup_run(
-        memo.rt, body.metadata.namespace or "default", body.metadata.name or "", dict(body.status)
-    )
 
 
 SOURCES = (GROUP, VERSION, "ingestionsources")

@@ -31,7 +31,10 @@ from controller.stages import TERMINAL_PHASES
 
 log = logging.getLogger("dataops.controller")
 
-FINALIZER = "dataops.io/finalizer"
+FINALIZER = "dataops.io/finalizer"  # kopf's, on IngestionSources (their daemons end before they go)
+# Ours, on PipelineRuns: set once a run is under way, removed when what it started is stopped. Owning it
+# (rather than kopf's on.delete) costs one write per run and no per-event bookkeeping.
+RUN_FINALIZER = "dataops.io/cleanup"
 
 RECONCILES = Counter("dataops_reconciles_total", "PipelineRun reconciles", ["outcome"])
 TRANSITIONS = Counter("dataops_run_transitions_total", "PipelineRun phase transitions", ["phase"])
@@ -45,6 +48,13 @@ STAGE_SECONDS = Histogram(
 )
 
 
+@dataclass(frozen=True)
+class Written:
+    resource_version: str
+    status: dict[str, Any]
+    generation: int
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -52,8 +62,9 @@ class Runtime:
     dataflow: DataflowClient | None = None  # set when the controller has Dataflow settings
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     locks: defaultdict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
-    # run key -> (resourceVersion, status) of our last write: an event showing anything else is older
-    written: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    # run key -> what our last write left: an event showing an older status is stale, one showing the
+    # same status and generation brings nothing to plan on
+    written: dict[str, Written] = field(default_factory=dict)
     timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
     phases: dict[str, str] = field(default_factory=dict)
     admission: Admission = field(default_factory=lambda: Admission(0))
@@ -119,8 +130,8 @@ async def reconcile(rt: Runtime, namespace: str, name: str, body: dict[str, Any]
     async with rt.locks[key]:
         if rt.closed:
             return
-        if body is not None and key in rt.written and _is_our_last_write(body, rt.written[key]):
-            return  # the echo of our own status write: nothing new to act on
+        if body is not None and key in rt.written and _nothing_new(body, rt.written[key]):
+            return  # the echo of our own write, or a change to nothing the planner reads
         fresh = body is None or (key in rt.written and not _is_at_least(body, rt.written[key]))
         try:
             for _ in range(CONFLICT_RETRIES):
@@ -130,7 +141,10 @@ async def reconcile(rt: Runtime, namespace: str, name: str, body: dict[str, Any]
                         _forget(rt, key)
                         return
                 assert body is not None
-                if body["metadata"].get("deletionTimestamp") or await _expire(rt, body):
+                if body["metadata"].get("deletionTimestamp"):
+                    await _finalize(rt, body)
+                    return
+                if await _expire(rt, body):
                     return
                 result = await _queued(rt, body)
                 if result is None:
@@ -149,9 +163,8 @@ async def reconcile(rt: Runtime, namespace: str, name: str, body: dict[str, Any]
                     CONFLICTS.inc()
                     fresh = True
                     continue
-                rt.written[key] = (written["metadata"]["resourceVersion"], written.get("status") or {})
+                body = {**body, "metadata": written["metadata"], "status": written.get("status") or {}}
                 _record_metrics(rt, key, result)
-                body = {**body, "status": result.status}
                 break
             else:
                 raise KubeError(409, f"status of {key} kept changing under {CONFLICT_RETRIES} attempts")
@@ -165,6 +178,7 @@ async def reconcile(rt: Runtime, namespace: str, name: str, body: dict[str, Any]
             if (isinstance(exc, KubeError) and exc.temporary) or isinstance(exc, DataflowError):
                 raise kopf.TemporaryError(str(exc), delay=delay) from None
             raise
+        body = await _hold(rt, body, result.status)
         RECONCILES.labels("ok").inc()
         for ev in result.events:
             kopf.event(kopf.Body(body), type=ev.type, reason=ev.reason, message=ev.message[:1000])  # type: ignore[arg-type]
@@ -234,11 +248,22 @@ def _schedule_expiry(rt: Runtime, body: dict[str, Any]) -> None:
     _wake_in(rt, meta.get("namespace", "default"), meta["name"], max(0.0, (due - rt.clock()).total_seconds()))
 
 
-def _is_our_last_write(body: dict[str, Any], last: tuple[str, dict[str, Any]]) -> bool:
-    return bool(body["metadata"].get("resourceVersion") == last[0] and (body.get("status") or {}) == last[1])
+def _nothing_new(body: dict[str, Any], last: Written) -> bool:
+    """Whether an event shows what we last wrote and no newer spec: nothing for the planner to act on.
+
+    The planner reads the spec (its generation), the status and the deletion mark; Jobs bring their
+    own events. So the echoes of our own status and finalizer writes, and label or annotation edits,
+    are skipped without a request.
+    """
+    meta = body["metadata"]
+    return bool(
+        not meta.get("deletionTimestamp")
+        and int(meta.get("generation", 1)) == last.generation
+        and (body.get("status") or {}) == last.status
+    )
 
 
-def _is_at_least(body: dict[str, Any], last: tuple[str, dict[str, Any]]) -> bool:
+def _is_at_least(body: dict[str, Any], last: Written) -> bool:
     """Whether an event's body is at least as new as our last status write, so it can be planned on.
 
     It shows the status we wrote last (only we write the status): it is that version or a later one
@@ -246,7 +271,61 @@ def _is_at_least(body: dict[str, Any], last: tuple[str, dict[str, Any]]) -> bool
     against servers (and emulators) that do not bump resourceVersion: a stale event never overwrites a
     newer status.
     """
-    return (body.get("status") or {}) == last[1]
+    return (body.get("status") or {}) == last.status
+
+
+async def _hold(rt: Runtime, body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+    """Put our finalizer on a run under way (once), and remember what our writes left.
+
+    After the status write, not before the first Job: a Job made in between is still removed with its
+    run by the garbage collector (it is owned by the run); the finalizer adds the cancelling of what the
+    collector cannot see (a Dataflow job) and an orderly stop. A 409 is left to the next reconcile.
+    """
+    meta = body["metadata"]
+    key = _key(meta.get("namespace", "default"), meta["name"])
+    finalizers = list(meta.get("finalizers") or [])
+    if RUN_FINALIZER not in finalizers and status.get("phase") not in TERMINAL_PHASES:
+        try:
+            patched = await rt.kube.patch(
+                "PipelineRun",
+                meta["name"],
+                meta.get("namespace", "default"),
+                {
+                    "metadata": {
+                        "finalizers": [*finalizers, RUN_FINALIZER],
+                        "resourceVersion": meta.get("resourceVersion"),
+                    }
+                },
+            )
+            body = {**body, "metadata": patched["metadata"]}
+        except KubeError as exc:
+            if not exc.temporary:
+                raise
+    meta = body["metadata"]
+    rt.written[key] = Written(str(meta.get("resourceVersion", "")), status, int(meta.get("generation", 1)))
+    return body
+
+
+async def _finalize(rt: Runtime, body: dict[str, Any]) -> None:
+    """A run being deleted: stop what it started, then take our finalizer off so it can go."""
+    meta = body["metadata"]
+    name, namespace = meta["name"], meta.get("namespace", "default")
+    finalizers = list(meta.get("finalizers") or [])
+    if RUN_FINALIZER not in finalizers:
+        return
+    for problem in await cleanup_run(rt, namespace, name, body.get("status")):
+        kopf.event(kopf.Body(body), type="Warning", reason="CleanupFailed", message=problem[:1000])  # type: ignore[arg-type]
+    await rt.kube.patch(
+        "PipelineRun",
+        name,
+        namespace,
+        {
+            "metadata": {
+                "finalizers": [f for f in finalizers if f != RUN_FINALIZER],
+                "resourceVersion": meta.get("resourceVersion"),
+            }
+        },
+    )
 
 
 def _record_metrics(rt: Runtime, key: str, result: Reconciled) -> None:
@@ -304,6 +383,11 @@ def _log_failure(task: asyncio.Future[None]) -> None:
         log.warning("timed reconcile failed: %s", task.exception())
 
 
+def forget(rt: Runtime, namespace: str, name: str) -> None:
+    """A run is gone (its DELETED event): drop what the controller keeps of it."""
+    _forget(rt, _key(namespace, name))
+
+
 def _forget(rt: Runtime, key: str) -> None:
     namespace, _, name = key.partition("/")
     was = rt.admission.runs.get(namespace, {}).get(name, ("", ""))[1]
@@ -334,8 +418,14 @@ def job_news(job: dict[str, Any], event_type: str | None) -> bool:
     return ended or int(status.get("failed") or 0) > 0
 
 
-async def cleanup_run(rt: Runtime, namespace: str, name: str, status: dict[str, Any] | None = None) -> None:
-    """The finalizer: stop everything a run started (its Jobs, its running Dataflow jobs), then let it go."""
+async def cleanup_run(
+    rt: Runtime, namespace: str, name: str, status: dict[str, Any] | None = None
+) -> list[str]:
+    """Stop everything a run started (its Jobs, its running Dataflow jobs), before it goes.
+
+    Returns what could not be stopped for good (said in a Warning Event; the run goes all the same).
+    """
+    problems: list[str] = []
     _forget(rt, _key(namespace, name))
     for job in await rt.kube.list("Job", namespace, {LABEL_RUN: name}):
         await rt.kube.delete("Job", job["metadata"]["name"], namespace)
@@ -345,10 +435,10 @@ async def cleanup_run(rt: Runtime, namespace: str, name: str, status: dict[str, 
                 await dataflow_stage.stop(rt.dataflow, namespace, name, stage)
             except DataflowError as exc:
                 if exc.temporary:
-                    raise kopf.TemporaryError(str(exc), delay=rt.settings.dataflow_poll_seconds) from None
-                raise kopf.PermanentError(
-                    f"cannot cancel the Dataflow job of stage {stage.name}: {exc}"
-                ) from None
+                    raise  # tried again on the run's timer; the run waits on its finalizer meanwhile
+                # Refused for good (the job is gone, a permission): said once, and the run may go.
+                problems.append(f"cannot cancel the Dataflow job of stage {stage.name}: {exc}")
+    return problems
 
 
 def owner_run(job: dict[str, Any]) -> str | None:

@@ -91,7 +91,7 @@ def test_deleting_a_running_run_cancels_it_and_leaves_nothing_behind(
         )
         run = _run(control_plane, kube_namespace, "inventory-demo") or {}
         assert run["status"]["phase"] == "Validating"
-        assert "dataops.io/finalizer" in run["metadata"]["finalizers"]
+        assert "dataops.io/cleanup" in run["metadata"]["finalizers"]
         kc(control_plane, "delete", "pipelinerun", "inventory-demo", "-n", kube_namespace, "--wait=false")
         _wait(
             control_plane,
