@@ -573,7 +573,7 @@ def terraform_helm_values() -> dict[str, Any]:
 
 def test_cluster_wide_rbac_is_one_cluster_role_with_exactly_the_verbs_used() -> None:
     rendered = render()
-    role = rendered.one("ClusterRole")
+    role = rendered.one("ClusterRole", RELEASE)
     binding = rendered.one("ClusterRoleBinding")
 
     assert permissions(role) == WORKLOAD_RULES | DISCOVERY_RULES | CLUSTER_PEERING_RULES
@@ -587,7 +587,7 @@ def test_namespaced_rbac_is_a_role_per_namespace_and_cluster_discovery_only() ->
     roles = rendered.of_kind("Role")
     bindings = rendered.of_kind("RoleBinding")
 
-    assert permissions(rendered.one("ClusterRole")) == DISCOVERY_RULES
+    assert permissions(rendered.one("ClusterRole", RELEASE)) == DISCOVERY_RULES
     assert sorted(r["metadata"]["namespace"] for r in roles) == sorted(WATCHED)
     for role in roles:
         assert permissions(role) == WORKLOAD_RULES | NAMESPACED_PEERING_RULES
@@ -605,9 +605,36 @@ def test_standalone_controller_gets_no_peering_rights() -> None:
     cluster = render(sets=("peering.enabled=false",))
     namespaced = render(sets=(*NAMESPACED, "peering.enabled=false"))
 
-    assert permissions(cluster.one("ClusterRole")) == WORKLOAD_RULES | DISCOVERY_RULES
+    assert permissions(cluster.one("ClusterRole", RELEASE)) == WORKLOAD_RULES | DISCOVERY_RULES
     assert all(permissions(r) == WORKLOAD_RULES for r in namespaced.of_kind("Role"))
     assert cluster.of_kind("ClusterKopfPeering") == [] and namespaced.of_kind("KopfPeering") == []
+
+
+USER_VIEW = {
+    ("dataops.io", r): {"get", "list", "watch"}
+    for r in ("pipelineruns", "pipelineruns/status", "ingestionsources", "ingestionsources/status")
+}
+WRITE = {"create", "update", "patch", "delete", "deletecollection"}
+
+
+def test_user_roles_let_editors_run_pipelines_and_only_admins_declare_sources() -> None:
+    rendered = render()
+    view, edit, admin = (rendered.one("ClusterRole", f"{RELEASE}-{r}") for r in ("view", "edit", "admin"))
+
+    assert permissions(view) == USER_VIEW
+    assert permissions(edit) == {
+        **USER_VIEW,
+        ("dataops.io", "pipelineruns"): {"get", "list", "watch", *WRITE},
+    }
+    assert permissions(admin) == {
+        **USER_VIEW,
+        ("dataops.io", "pipelineruns"): {"get", "list", "watch", *WRITE},
+        ("dataops.io", "ingestionsources"): {"get", "list", "watch", *WRITE},
+    }
+    for role, name in ((view, "view"), (edit, "edit"), (admin, "admin")):
+        assert role["metadata"]["labels"][f"rbac.authorization.k8s.io/aggregate-to-{name}"] == "true"
+    without = render(sets=("rbac.userRoles=false",))
+    assert [r["metadata"]["name"] for r in without.of_kind("ClusterRole")] == [RELEASE]
 
 
 def test_rbac_rules_come_from_rbac_tpl_only() -> None:

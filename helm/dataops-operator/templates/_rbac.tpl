@@ -12,6 +12,10 @@ Who needs what:
   discovery rules     kopf finds its resources and the namespaces it serves (cluster-scoped, in every mode).
   peering rules       kopf's keep-alives in the peering object: a KopfPeering in each watched namespace, or the
                       ClusterKopfPeering when watching every namespace (kopf's peering.guess_selectors).
+
+The user-facing rules (templates/rbac.yaml, rbac.userRoles) are for people, not the controller: view reads runs
+and sources; edit writes PipelineRuns; admin writes IngestionSources too, whose spec.grants widen what the
+namespace's runs may reach (controller/tenancy.py), so declaring one is a namespace admin's act.
 */}}
 
 {{- define "dataops-operator.rbac.workloadRules" -}}
@@ -57,4 +61,22 @@ Who needs what:
 - apiGroups: ["kopf.dev"]
   resources: ["clusterkopfpeerings"]
   verbs: ["get", "list", "watch", "patch"]
+{{- end }}
+
+{{- define "dataops-operator.rbac.userViewRules" -}}
+- apiGroups: ["dataops.io"]
+  resources: ["pipelineruns", "pipelineruns/status", "ingestionsources", "ingestionsources/status"]
+  verbs: ["get", "list", "watch"]
+{{- end }}
+
+{{- define "dataops-operator.rbac.userEditRules" -}}
+- apiGroups: ["dataops.io"]
+  resources: ["pipelineruns"]
+  verbs: ["create", "update", "patch", "delete", "deletecollection"]
+{{- end }}
+
+{{- define "dataops-operator.rbac.userAdminRules" -}}
+- apiGroups: ["dataops.io"]
+  resources: ["ingestionsources"]
+  verbs: ["create", "update", "patch", "delete", "deletecollection"]
 {{- end }}
