@@ -24,7 +24,7 @@ import duckdb
 import pytest
 import yaml
 
-from tests.controlplane.cluster import Cluster
+from tests.controlplane.cluster import ApiError, Cluster
 from tests.e2e.chart_controller import EXAMPLE, Controller, _jobs, _render_chart, _wait, kc
 
 pytestmark = pytest.mark.e2e
@@ -196,3 +196,73 @@ def test_every_verb_the_controller_uses_is_granted_and_every_verb_granted_is_use
         f"granted by the chart but never used (remove, or allow-list with a reason): {idle}\n{derived}"
     )
     assert controller.forbidden() == []
+
+
+def test_a_run_author_cannot_declare_an_ingestion_source_and_a_namespace_admin_can(
+    control_plane: Cluster, kube_namespace: str, system_namespace: str
+) -> None:
+    """Tenancy's trust model on a real API server: an IngestionSource's spec.grants widen what the namespace's
+    runs may reach, so the chart's -edit role (bound to run authors) may not create one; -admin may."""
+    docs = _render_chart(control_plane, system_namespace, kube_namespace)
+    crds = [d for d in docs if d["kind"] == "CustomResourceDefinition"]
+    user_roles = {
+        name.removeprefix("rbac.authorization.k8s.io/aggregate-to-"): d["metadata"]["name"]
+        for d in docs
+        if d["kind"] == "ClusterRole"
+        for name in d["metadata"]["labels"]
+        if name.startswith("rbac.authorization.k8s.io/aggregate-to-")
+    }
+    kc(
+        control_plane,
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        "-",
+        stdin=yaml.safe_dump_all(crds),
+    )
+    for crd in crds:
+        kc(
+            control_plane,
+            "wait",
+            "--for=condition=Established",
+            f"crd/{crd['metadata']['name']}",
+            "--timeout=60s",
+        )
+    roles = [d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] in user_roles.values()]
+    kc(control_plane, "apply", "-f", "-", stdin=yaml.safe_dump_all(roles))
+    for who, role in (("author", user_roles["edit"]), ("owner", user_roles["admin"])):
+        kc(control_plane, "create", "serviceaccount", who, "-n", kube_namespace)
+        kc(
+            control_plane,
+            "create",
+            "rolebinding",
+            who,
+            "-n",
+            kube_namespace,
+            f"--clusterrole={role}",
+            f"--serviceaccount={kube_namespace}:{who}",
+        )
+    run = yaml.safe_load((EXAMPLE / "pipelinerun.yaml").read_text(encoding="utf-8"))
+    source = {
+        "apiVersion": "dataops.io/v1alpha1",
+        "kind": "IngestionSource",
+        "metadata": {"name": "finance"},
+        "spec": {
+            "grants": {"datasets": ["finance_*"]},
+            "consolidation": yaml.safe_load(
+                (EXAMPLE.parent / "transactions" / "ingestionsource.yaml").read_text(encoding="utf-8")
+            )["spec"]["consolidation"],
+        },
+    }
+    base = f"/apis/dataops.io/v1alpha1/namespaces/{kube_namespace}"
+    author = control_plane.service_account_api(kube_namespace, "author")
+    owner = control_plane.service_account_api(kube_namespace, "owner")
+
+    author.create(f"{base}/pipelineruns", run)
+    with pytest.raises(ApiError) as refused:
+        author.create(f"{base}/ingestionsources", source)
+    owner.create(f"{base}/ingestionsources", source)
+
+    assert refused.value.code == 403
+    assert owner.get(f"{base}/ingestionsources/finance")["spec"]["grants"] == {"datasets": ["finance_*"]}
