@@ -14,8 +14,8 @@ A namespace's grants come from two places, and are their union:
   charge.
 
 Patterns are shell globs (``fnmatch``). With no grants configured (and ``tenancy.enabled`` false) the
-installation is single-tenant and nothing is checked; once tenancy is on, a namespace that nothing grants
-anything is granted nothing. Pure: the controller refuses a run that reaches outside before its first
+installation is single-tenant and nothing is checked; once tenancy is on, a namespace is granted only what
+these two places grant it. Pure: the controller refuses a run that reaches outside before its first
 stage starts, naming the field, the missing grant and where it can be granted. Stage pods run under the
 run namespace's own ServiceAccount (``controller.manifests``), never the controller's, so the cloud side
 (Workload Identity) enforces the same boundary again.
@@ -57,9 +57,8 @@ class Grant:
 class Grants:
     by_namespace: Mapping[str, Grant] = field(default_factory=dict)
     enabled: bool = False
-    from_sources: bool = (
-        True  # IngestionSources' spec.grants add to their namespace's (DATAOPS_SOURCE_GRANTS)
-    )
+    # IngestionSources' spec.grants add to their namespace's (DATAOPS_SOURCE_GRANTS)
+    from_sources: bool = True
 
     def of(self, namespace: str) -> Grant:
         return self.by_namespace.get(namespace, Grant())
