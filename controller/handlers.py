@@ -50,6 +50,11 @@ async def stage_job_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 SOURCES = (GROUP, VERSION, "ingestionsources")
 
 
+@kopf.on.event(*SOURCES)
+async def source_seen(body: kopf.Body, memo: kopf.Memo, type: str | None, **_: Any) -> None:
+    memo.rt.sources.observe(dict(body), type)  # its spec.grants, for the tenancy check of runs
+
+
 @kopf.on.create(*SOURCES)
 @kopf.on.update(*SOURCES, field="spec")
 @kopf.on.resume(*SOURCES)

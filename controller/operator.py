@@ -27,6 +27,7 @@ from controller.manifests import LABEL_RUN
 from controller.objects import ListingError
 from controller.reconcile import Reconciled, parse_spec, queued, reconcile_run
 from controller.settings import Settings, settings_from_env
+from controller.source_grants import SourceGrants
 from controller.stages import TERMINAL_PHASES
 
 log = logging.getLogger("dataops.controller")
@@ -68,6 +69,7 @@ class Runtime:
     timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
     phases: dict[str, str] = field(default_factory=dict)
     admission: Admission = field(default_factory=lambda: Admission(0))
+    sources: SourceGrants = field(default_factory=SourceGrants)  # IngestionSources' spec.grants
     closed: bool = False  # the operator is stopping: no more timed wake-ups
 
     def __post_init__(self) -> None:
@@ -148,7 +150,9 @@ async def reconcile(rt: Runtime, namespace: str, name: str, body: dict[str, Any]
                     return
                 result = await _queued(rt, body)
                 if result is None:
-                    result = await reconcile_run(body, rt.kube, rt.settings, rt.clock(), rt.dataflow)
+                    result = await reconcile_run(
+                        body, rt.kube, rt.settings, rt.clock(), rt.dataflow, rt.sources
+                    )
                 if not result.changed:
                     break
                 try:

@@ -32,6 +32,7 @@ from controller.planner import (
     plan,
 )
 from controller.settings import Settings
+from controller.source_grants import SourceGrants
 from controller.spec import PipelineRunSpec
 from controller.spec_check import semantic_problems
 from controller.stages import TERMINAL_PHASES, runs_on_dataflow
@@ -151,6 +152,7 @@ async def reconcile_run(
     settings: Settings,
     now: datetime,
     dataflow: DataflowClient | None = None,
+    sources: SourceGrants | None = None,
 ) -> Reconciled:
     meta = body["metadata"]
     name, namespace = meta["name"], meta.get("namespace", "default")
@@ -161,9 +163,10 @@ async def reconcile_run(
         if previous.get("phase") == "Failed" and previous.get("reason") == "InvalidSpec":
             return Reconciled(previous, changed=False)
         return _invalid(body, spec, now)
-    refused = tenancy.problems(spec, namespace, settings.grants)
-    if refused and previous.get("phase") not in TERMINAL_PHASES:
-        return _invalid(body, "; ".join(refused), now, reason="NotGranted")
+    if previous.get("phase") not in TERMINAL_PHASES and not _started(previous):
+        refused = await _refused(spec, namespace, kube, settings, sources)
+        if refused:
+            return _invalid(body, "; ".join(refused), now, reason="NotGranted")
     status = _resume(status_codec.from_dict(previous), body, spec)
     if status.phase in TERMINAL_PHASES and not spec.cancel:
         return Reconciled(previous, changed=False)
@@ -206,6 +209,30 @@ async def reconcile_run(
     changed = _essence(doc) != _essence(previous)
     events = [a for a in actions if isinstance(a, RecordEvent)]
     return Reconciled(doc, events, wake, changed)
+
+
+def _started(status: dict[str, Any]) -> bool:
+    """Whether any stage attempt has started: grants are checked before that, not withdrawn mid-run."""
+    return any(int(s.get("attempt") or 0) > 0 for s in status.get("stages") or [])
+
+
+async def _refused(
+    spec: PipelineRunSpec, namespace: str, kube: Kube, settings: Settings, sources: SourceGrants | None
+) -> list[str]:
+    """What the run reaches outside its namespace's grants (Helm's and its IngestionSources')."""
+    grants = settings.grants
+    if not grants.enabled:
+        return []
+    if sources is None or not grants.from_sources:
+        return tenancy.problems(spec, namespace, grants)
+
+    async def listed(ns: str) -> list[dict[str, Any]]:
+        return await kube.list("IngestionSource", ns, {})
+
+    refused = tenancy.problems(spec, namespace, grants, await sources.of(namespace, listed))
+    if refused:  # confirmed on a fresh listing: the granting source's event may not have come yet
+        refused = tenancy.problems(spec, namespace, grants, await sources.of(namespace, listed, fresh=True))
+    return refused
 
 
 def _stage_ran_as(status: RunStatus, stage: str, ran: str | DataflowJob) -> RunStatus:

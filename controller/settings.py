@@ -63,7 +63,7 @@ class Settings:
     resync_seconds: float = 60.0  # how often unfinished runs are looked at even without events
     watch_timeout_seconds: int = 300  # the watch inactivity timeout (a silently stalled stream is restarted)
     peering: str = "dataops-operator"
-    grants: Grants = field(default_factory=Grants)  # tenancy (DATAOPS_GRANTS); empty: single tenant
+    grants: Grants = field(default_factory=Grants)  # tenancy (DATAOPS_GRANTS, DATAOPS_TENANCY_ENABLED, ...)
     pubsub_project: str | None = None  # where IngestionSources' notification subscriptions live
     notification_poll_seconds: float = 5.0  # how often notification subscriptions are pulled
     dataflow: DataflowSettings = field(default_factory=DataflowSettings)  # stages of ``runner: dataflow``
@@ -97,9 +97,22 @@ def _json(env: Mapping[str, str], name: str, default: Any) -> Any:
         raise SettingsError(f"{name} is not valid JSON: {exc}") from None
 
 
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in ("true", "false"):
+        raise SettingsError(f"{name}={env.get(name)!r} is neither 'true' nor 'false'")
+    return raw == "true"
+
+
 def _grants(env: Mapping[str, str]) -> Grants:
     try:
-        return parse_grants(_json(env, "DATAOPS_GRANTS", None))
+        return parse_grants(
+            _json(env, "DATAOPS_GRANTS", None),
+            enabled=_bool(env, "DATAOPS_TENANCY_ENABLED", False),
+            from_sources=_bool(env, "DATAOPS_SOURCE_GRANTS", True),
+        )
     except GrantsError as exc:
         raise SettingsError(str(exc)) from None
 

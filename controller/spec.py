@@ -693,8 +693,38 @@ class Consolidation(Model):
         return v.strip()
 
 
+GrantPattern = Annotated[str, Field(min_length=1, max_length=1024)]
+
+
+class SourceGrants(Model):
+    """What the runs of this source's namespace may also use (added to Helm's tenancy.grants)."""
+
+    datasets: list[GrantPattern] = Field(
+        default_factory=list,
+        max_length=500,
+        description="Glob patterns of BigQuery datasets / DuckDB schemas.",
+    )
+    buckets: list[GrantPattern] = Field(
+        default_factory=list, max_length=500, description="Glob patterns of GCS bucket names."
+    )
+    paths: list[GrantPattern] = Field(
+        default_factory=list, max_length=500, description="Folder prefixes of local or file:// URIs."
+    )
+    projects: list[GrantPattern] = Field(
+        default_factory=list, max_length=500, description="Glob patterns of BigQuery projects."
+    )
+
+
 class IngestionSourceSpec(Model):
     suspend: bool = False
+    grants: SourceGrants | None = Field(
+        default=None,
+        description=(
+            "Datasets, buckets, folders and projects the PipelineRuns of this namespace may use, in addition"
+            " to the Helm value tenancy.grants; creating an IngestionSource is therefore a namespace"
+            " admin's right (the chart's <release>-admin role), not a run author's."
+        ),
+    )
     files: FilesWatch | None = None
     consolidation: Consolidation | None = None
     history_limit: int = Field(

@@ -1,15 +1,24 @@
 """Tenancy: a run reads and writes only the datasets, buckets and folders its namespace is granted.
 
-The grants come from the Helm values (``tenancy.grants``, passed as ``DATAOPS_GRANTS``)::
+A namespace's grants come from two places, and are their union:
+
+- the Helm values (``tenancy.grants``, passed as ``DATAOPS_GRANTS``), kept by the platform team::
 
     {"team-a": {"datasets": ["inventory_*"], "buckets": ["landing-team-a"], "paths": ["/data/team-a"],
                 "projects": ["team-a-prod"]}}
 
-Patterns are shell globs (``fnmatch``). With no grants configured the installation is single-tenant and
-nothing is checked; once any are, a namespace that is not listed is granted nothing. Pure: the controller
-refuses a run that reaches outside before its first stage starts, naming the field and the missing grant.
-Stage pods run under the run namespace's own ServiceAccount (``controller.manifests``), never the
-controller's, so the cloud side (Workload Identity) enforces the same boundary again.
+- the ``spec.grants`` of every IngestionSource in the namespace (same shape), kept by the namespace's
+  admins. Whoever may create an IngestionSource in a namespace thereby decides what its runs may reach:
+  the chart's ``<release>-edit`` role writes PipelineRuns only, ``<release>-admin`` IngestionSources too,
+  and ``tenancy.sourceGrants: false`` (``DATAOPS_SOURCE_GRANTS=false``) leaves the Helm values alone in
+  charge.
+
+Patterns are shell globs (``fnmatch``). With no grants configured (and ``tenancy.enabled`` false) the
+installation is single-tenant and nothing is checked; once tenancy is on, a namespace is granted only what
+these two places grant it. Pure: the controller refuses a run that reaches outside before its first
+stage starts, naming the field, the missing grant and where it can be granted. Stage pods run under the
+run namespace's own ServiceAccount (``controller.manifests``), never the controller's, so the cloud side
+(Workload Identity) enforces the same boundary again.
 """
 
 from __future__ import annotations
@@ -37,11 +46,19 @@ class Grant:
             return any(value == p.rstrip("/") or value.startswith(p.rstrip("/") + "/") for p in patterns)
         return any(fnmatch.fnmatchcase(value, p) for p in patterns)
 
+    def union(self, other: Grant) -> Grant:
+        """Everything either grants (patterns in order, each once)."""
+        return Grant(
+            **{kind: tuple(dict.fromkeys((*getattr(self, kind), *getattr(other, kind)))) for kind in KINDS}
+        )
+
 
 @dataclass(frozen=True)
 class Grants:
     by_namespace: Mapping[str, Grant] = field(default_factory=dict)
     enabled: bool = False
+    # IngestionSources' spec.grants add to their namespace's (DATAOPS_SOURCE_GRANTS)
+    from_sources: bool = True
 
     def of(self, namespace: str) -> Grant:
         return self.by_namespace.get(namespace, Grant())
@@ -51,10 +68,10 @@ class GrantsError(ValueError):
     """DATAOPS_GRANTS is malformed; the message says where."""
 
 
-def parse_grants(raw: Any) -> Grants:
-    """Grants from the decoded JSON of DATAOPS_GRANTS (None or {}: tenancy off)."""
+def parse_grants(raw: Any, enabled: bool = False, from_sources: bool = True) -> Grants:
+    """Grants from the decoded JSON of DATAOPS_GRANTS (None or {}: tenancy off unless ``enabled``)."""
     if not raw:
-        return Grants()
+        return Grants(enabled=enabled, from_sources=from_sources)
     if not isinstance(raw, dict):
         raise GrantsError(
             "DATAOPS_GRANTS must be an object: namespace -> {datasets, buckets, paths, projects}"
@@ -70,7 +87,13 @@ def parse_grants(raw: Any) -> Grants:
                 raise GrantsError(f"DATAOPS_GRANTS.{namespace}.{kind}: a list of non-empty strings")
             values[kind] = tuple(items)
         out[str(namespace)] = Grant(**values)
-    return Grants(out, enabled=True)
+    return Grants(out, enabled=True, from_sources=from_sources)
+
+
+def source_grant(grants: Mapping[str, Any] | None) -> Grant:
+    """The Grant an IngestionSource's ``spec.grants`` (already validated by the spec model) declares."""
+    grants = grants or {}
+    return Grant(**{kind: tuple(str(p) for p in grants.get(kind) or ()) for kind in KINDS})
 
 
 def _dataset(table: str) -> str:
@@ -111,17 +134,32 @@ def accessed(spec: PipelineRunSpec) -> list[tuple[str, str, str]]:
     return out
 
 
-def problems(spec: PipelineRunSpec, namespace: str, grants: Grants) -> list[str]:
-    """What the run reaches that its namespace is not granted, one message each (empty: allowed)."""
+def where_to_grant(namespace: str, kind: str, grants: Grants) -> str:
+    """Where a missing grant of ``kind`` for ``namespace`` can be added."""
+    helm = f"Helm value tenancy.grants.{namespace}.{kind}"
+    if not grants.from_sources:
+        return helm
+    return f"{helm}, or spec.grants.{kind} of an IngestionSource in namespace {namespace}"
+
+
+def problems(
+    spec: PipelineRunSpec, namespace: str, grants: Grants, sources: Grant | None = None
+) -> list[str]:
+    """What the run reaches that its namespace is not granted, one message each (empty: allowed).
+
+    ``sources``: the union of the namespace's IngestionSources' ``spec.grants`` (ignored when
+    ``grants.from_sources`` is off)."""
     if not grants.enabled:
         return []
     grant = grants.of(namespace)
+    if sources is not None and grants.from_sources:
+        grant = grant.union(sources)
     missing = []
     for kind, value, where in accessed(spec):
         if not grant.allows(kind, value):
             singular = kind[:-1]
             missing.append(
                 f"{where}: namespace {namespace} is not granted {singular} {value!r}"
-                f" (Helm value tenancy.grants.{namespace}.{kind})"
+                f" (grant it in the {where_to_grant(namespace, kind, grants)})"
             )
     return missing

@@ -9,7 +9,8 @@
 
 The API server authenticates client certificates (one CA) and ServiceAccount tokens (its own signing
 key), authorizes with RBAC, and has no kubelet: the Pods that controllers create stay Pending until a
-node agent (node_agent.py) runs them. Each process's output is in `<workdir>/logs/<name>.log`.
+node agent (node_agent.py) runs them. Each process's output is in `<workdir>/logs/<name>.log`; the API
+server's audit log of ServiceAccount requests (AUDIT_POLICY) in `Cluster.audit_log`.
 """
 
 from __future__ import annotations
@@ -53,6 +54,20 @@ CONTROLLERS = (
     "root-ca-certificate-publisher-controller",
     "resourcequota-controller",
 )
+
+# The API server's audit log (`Cluster.audit_log`, JSON lines): who made which request, at Metadata level (no
+# bodies), for ServiceAccounts outside kube-system only, so that it costs next to nothing while it tells exactly
+# which verbs a controller running under its chart's ServiceAccount used (tests/e2e/test_rbac_audit.py).
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [
+        {"level": "None", "userGroups": ["system:serviceaccounts:kube-system"]},
+        {"level": "Metadata", "userGroups": ["system:serviceaccounts"]},
+        {"level": "None"},
+    ],
+}
 
 T = TypeVar("T")
 
@@ -169,6 +184,7 @@ class Cluster:
         self.port = 0
         self.server = ""
         self.kubeconfig = workdir / "admin.kubeconfig"
+        self.audit_log = workdir / "logs" / "audit.log"  # JSON lines; see AUDIT_POLICY
         self.pki: Pki | None = None
         self._api: KubeApi | None = None
 
@@ -224,6 +240,8 @@ class Cluster:
             lambda: _http_ok(f"{etcd_url}/health"), self.ready_timeout, "etcd /health", etcd.check_alive
         )
 
+        policy = self.workdir / "audit-policy.yaml"
+        policy.write_text(yaml.safe_dump(AUDIT_POLICY, sort_keys=False), encoding="utf-8")
         started = time.monotonic()
         apiserver = self._launch(
             "kube-apiserver",
@@ -244,6 +262,9 @@ class Cluster:
                 "--allow-privileged=true",
                 "--profiling=false",
                 f"--cert-dir={self.workdir / 'apiserver-certs'}",
+                f"--audit-policy-file={policy}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-mode=blocking",  # written before the response: a test reads it right after
             ],
         )
         self._write_kubeconfig(

@@ -48,25 +48,18 @@ KUBE_VERSIONS = supported_kube_versions()
 WATCHED = ("team-a", "team-b")
 NAMESPACED = tuple(f"watchNamespaces[{i}]={ns}" for i, ns in enumerate(WATCHED))
 
-# What the controller may do, by (API group, resource). The chart's only source is templates/_rbac.tpl; this is
-# the controller's side of the contract (controller/handlers.py, operator.py, kube.py, and kopf on them).
-WORKLOAD_RULES = {
-    ("dataops.io", "pipelineruns"): {"get", "list", "watch", "patch", "create", "delete"},
-    ("dataops.io", "ingestionsources"): {"get", "list", "watch", "patch"},
-    ("dataops.io", "pipelineruns/status"): {"get", "patch", "update"},
-    ("dataops.io", "ingestionsources/status"): {"get", "patch", "update"},
-    ("batch", "jobs"): {"create", "get", "list", "watch", "delete"},
-    ("batch", "cronjobs"): {"create", "get", "list", "watch", "patch", "delete"},
-    ("", "pods"): {"get", "list", "watch"},
-    ("", "events"): {"create", "patch"},
-    ("events.k8s.io", "events"): {"create", "patch"},
-}
-DISCOVERY_RULES = {
-    ("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"},
-    ("", "namespaces"): {"get", "list", "watch"},
-}
-NAMESPACED_PEERING_RULES = {("kopf.dev", "kopfpeerings"): {"get", "list", "watch", "patch"}}
-CLUSTER_PEERING_RULES = {("kopf.dev", "clusterkopfpeerings"): {"get", "list", "watch", "patch"}}
+# Which verbs the controller may use is proved by tests/e2e/test_rbac_audit.py (the API server's audit log of a
+# controller running under the chart's rules); here, which blocks of templates/_rbac.tpl each mode binds.
+DISCOVERY = {("apiextensions.k8s.io", "customresourcedefinitions"), ("", "namespaces")}
+
+
+def peering(grants: dict[tuple[str, str], set[str]]) -> dict[tuple[str, str], set[str]]:
+    return {k: v for k, v in grants.items() if k[0] == "kopf.dev"}
+
+
+def workload(grants: dict[tuple[str, str], set[str]]) -> dict[tuple[str, str], set[str]]:
+    return {k: v for k, v in grants.items() if k[0] != "kopf.dev" and k not in DISCOVERY}
+
 
 # Kinds that are neither Kubernetes' own nor defined by a CRD the chart ships, each checked by a test of its own.
 FOREIGN_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
@@ -571,14 +564,20 @@ def terraform_helm_values() -> dict[str, Any]:
 # -- RBAC -----------------------------------------------------------------------------------------------------------
 
 
-def test_cluster_wide_rbac_is_one_cluster_role_with_exactly_the_verbs_used() -> None:
+def test_cluster_wide_rbac_is_one_cluster_role_with_the_namespaced_rules_and_cluster_peering() -> None:
     rendered = render()
-    role = rendered.one("ClusterRole")
+    role = permissions(rendered.one("ClusterRole", RELEASE))
     binding = rendered.one("ClusterRoleBinding")
+    namespaced = render(sets=NAMESPACED)
+    namespaced_role = permissions(namespaced.of_kind("Role")[0])
 
-    assert permissions(role) == WORKLOAD_RULES | DISCOVERY_RULES | CLUSTER_PEERING_RULES
+    assert workload(role) == workload(namespaced_role) != {}
+    assert {k: role[k] for k in DISCOVERY} == permissions(namespaced.one("ClusterRole", RELEASE))
+    assert peering(role) == {
+        ("kopf.dev", "clusterkopfpeerings"): namespaced_role[("kopf.dev", "kopfpeerings")]
+    }
     assert rendered.of_kind("Role") == [] and rendered.of_kind("RoleBinding") == []
-    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["roleRef"]["name"] == RELEASE
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": RELEASE, "namespace": NAMESPACE}]
 
 
@@ -587,10 +586,11 @@ def test_namespaced_rbac_is_a_role_per_namespace_and_cluster_discovery_only() ->
     roles = rendered.of_kind("Role")
     bindings = rendered.of_kind("RoleBinding")
 
-    assert permissions(rendered.one("ClusterRole")) == DISCOVERY_RULES
+    assert set(permissions(rendered.one("ClusterRole", RELEASE))) == DISCOVERY
     assert sorted(r["metadata"]["namespace"] for r in roles) == sorted(WATCHED)
     for role in roles:
-        assert permissions(role) == WORKLOAD_RULES | NAMESPACED_PEERING_RULES
+        assert permissions(role) == permissions(roles[0])
+        assert set(peering(permissions(role))) == {("kopf.dev", "kopfpeerings")}
     for binding in bindings:
         assert binding["roleRef"] == {
             "apiGroup": "rbac.authorization.k8s.io",
@@ -605,9 +605,36 @@ def test_standalone_controller_gets_no_peering_rights() -> None:
     cluster = render(sets=("peering.enabled=false",))
     namespaced = render(sets=(*NAMESPACED, "peering.enabled=false"))
 
-    assert permissions(cluster.one("ClusterRole")) == WORKLOAD_RULES | DISCOVERY_RULES
-    assert all(permissions(r) == WORKLOAD_RULES for r in namespaced.of_kind("Role"))
+    assert peering(permissions(cluster.one("ClusterRole", RELEASE))) == {}
+    assert all(peering(permissions(r)) == {} for r in namespaced.of_kind("Role"))
     assert cluster.of_kind("ClusterKopfPeering") == [] and namespaced.of_kind("KopfPeering") == []
+
+
+USER_VIEW = {
+    ("dataops.io", r): {"get", "list", "watch"}
+    for r in ("pipelineruns", "pipelineruns/status", "ingestionsources", "ingestionsources/status")
+}
+WRITE = {"create", "update", "patch", "delete", "deletecollection"}
+
+
+def test_user_roles_let_editors_run_pipelines_and_only_admins_declare_sources() -> None:
+    rendered = render()
+    view, edit, admin = (rendered.one("ClusterRole", f"{RELEASE}-{r}") for r in ("view", "edit", "admin"))
+
+    assert permissions(view) == USER_VIEW
+    assert permissions(edit) == {
+        **USER_VIEW,
+        ("dataops.io", "pipelineruns"): {"get", "list", "watch", *WRITE},
+    }
+    assert permissions(admin) == {
+        **USER_VIEW,
+        ("dataops.io", "pipelineruns"): {"get", "list", "watch", *WRITE},
+        ("dataops.io", "ingestionsources"): {"get", "list", "watch", *WRITE},
+    }
+    for role, name in ((view, "view"), (edit, "edit"), (admin, "admin")):
+        assert role["metadata"]["labels"][f"rbac.authorization.k8s.io/aggregate-to-{name}"] == "true"
+    without = render(sets=("rbac.userRoles=false",))
+    assert [r["metadata"]["name"] for r in without.of_kind("ClusterRole")] == [RELEASE]
 
 
 def test_rbac_rules_come_from_rbac_tpl_only() -> None:

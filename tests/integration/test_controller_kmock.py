@@ -405,3 +405,28 @@ async def test_a_run_reaching_outside_its_namespace_grants_is_refused_before_any
         in run["status"]["message"]
     )
     assert await get_json(cluster, f"{JOBS}/outside-validate-1") is None
+
+
+async def test_a_run_refused_for_a_dataset_is_admitted_once_an_ingestion_source_grants_it(
+    cluster: kmock.KubernetesEmulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DATAOPS_GRANTS", json.dumps({"default": {"datasets": ["raw"], "paths": ["/data"]}}))
+    await post_run(cluster, "before", SPEC)  # tds.items: dataset tds is granted by nobody yet
+    with operator() as runner:
+        refused = await wait_status(cluster, "before", phase="Failed")
+        granting = ingestion_source(tmp_path / "empty")
+        granting["spec"]["grants"] = {"datasets": ["tds"]}
+        await cluster.post(SOURCES, json=granting)
+        await wait_for(lambda: get_json(cluster, f"{CRONJOBS}/drops-consolidate"))
+        await post_run(cluster, "after", SPEC)
+        await wait_for(lambda: get_json(cluster, f"{JOBS}/after-validate-1"))
+    assert runner.exception is None
+    assert refused["status"]["reason"] == "NotGranted"
+    assert refused["status"]["message"] == (
+        "spec.transform.output.table: namespace default is not granted dataset 'tds' (grant it in the Helm"
+        " value tenancy.grants.default.datasets, or spec.grants.datasets of an IngestionSource in namespace"
+        " default)"
+    )
+    assert await get_json(cluster, f"{JOBS}/before-validate-1") is None
+    after = await get_json(cluster, f"{RUNS}/after")
+    assert after is not None and after["status"]["phase"] == "Validating"
