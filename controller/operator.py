@@ -76,12 +76,25 @@ class Runtime:
         self.admission.limit = self.settings.max_running_per_namespace
 
 
+class SourcesDiffBase(kopf.AnnotationsDiffBaseStorage):
+    """kopf's diff base, built for IngestionSources only: the one kind with change handlers.
+
+    kopf builds the essence of every object on every event (a deep copy) to find changes; for runs and
+    Jobs, whose handlers watch events and need no diff, that was a tenth of the controller's CPU.
+    """
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        if body.get("kind") in ("PipelineRun", "Job"):
+            return kopf.BodyEssence()
+        return super().build(body=body, extra_fields=extra_fields)
+
+
 def configure(settings: kopf.OperatorSettings, env: dict[str, str] | None = None) -> Settings:
     """kopf's settings, all in one place."""
     ours = settings_from_env(env if env is not None else dict(os.environ))
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="dataops.io")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="dataops.io")
+    settings.persistence.diffbase_storage = SourcesDiffBase(prefix="dataops.io")
     # A watch that silently stops delivering is restarted after this many seconds at most.
     settings.watching.server_timeout = ours.watch_timeout_seconds
     # A stream that goes silent (a dead connection: no FIN, no RST) is dropped by the client soon after.

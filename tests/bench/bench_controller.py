@@ -25,8 +25,10 @@ its Job, 1 otherwise.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import ssl
 import statistics
 import subprocess
 import sys
@@ -38,6 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any
 
+import aiohttp
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -92,44 +95,71 @@ class JobWatch:
         self.api, self.namespace = api, namespace
         self.seen: dict[str, float] = {}
         self.lock = threading.Lock()
-        self._stop = threading.Event()
-        listing = api.get(JOBS.format(ns=namespace))
-        self._response, events = api.watch(
-            JOBS.format(ns=namespace), listing["metadata"]["resourceVersion"], timeout_seconds=3600
-        )
-        self._thread = threading.Thread(target=self._loop, args=(events,), daemon=True)
+        self._closed = threading.Event()
+        self._response: Any = None
+        self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
 
-    def _loop(self, events: Any) -> None:
-        try:
-            for event in events:
-                if event["type"] == "ADDED":
-                    run = event["object"]["metadata"].get("labels", {}).get("dataops.io/run", "")
-                    with self.lock:
-                        self.seen.setdefault(run, time.monotonic())
-        except Exception:  # the stream closed at the end
-            return
+    def _loop(self) -> None:
+        # A stream that ends (a server timeout, a 429 while the API server warms up) is opened again
+        # from a fresh listing: Jobs made meanwhile are counted from the listing.
+        while not self._closed.is_set():
+            try:
+                listing = self.api.get(JOBS.format(ns=self.namespace))
+                for job in listing["items"]:
+                    self._saw(job)
+                self._response, events = self.api.watch(
+                    JOBS.format(ns=self.namespace),
+                    listing["metadata"]["resourceVersion"],
+                    timeout_seconds=600,
+                )
+                for event in events:
+                    if event["type"] == "ADDED":
+                        self._saw(event["object"])
+            except Exception:
+                time.sleep(0.5)
+
+    def _saw(self, job: dict[str, Any]) -> None:
+        run = job["metadata"].get("labels", {}).get("dataops.io/run", "")
+        with self.lock:
+            self.seen.setdefault(run, time.monotonic())
 
     def count(self) -> int:
         with self.lock:
             return len(self.seen)
 
     def close(self) -> None:
-        self._response.close()
+        self._closed.set()
+        if self._response is not None:
+            self._response.close()
 
 
-def create_all(api: KubeApi, namespace: str, names: list[str], with_job: bool = False) -> dict[str, float]:
-    created: dict[str, float] = {}
+def create_all(cluster: Cluster, namespace: str, names: list[str], with_job: bool = False) -> None:
+    """Create the runs (and a Job each) with 32 requests in flight: an asyncio client, so that the
+    bench's own CPU stays small beside the controller's on these 2 cores."""
+    assert cluster.pki is not None
+    context = ssl.create_default_context(cafile=str(cluster.pki.ca.cert))
+    context.load_cert_chain(str(cluster.pki.admin.cert), str(cluster.pki.admin.key))
 
-    def one(name: str) -> None:
-        api.create(RUNS.format(ns=namespace), run_doc(name))
-        created[name] = time.monotonic()
-        if with_job:
-            api.create(JOBS.format(ns=namespace), job_doc(name))
+    async def all_of_them() -> None:
+        connector = aiohttp.TCPConnector(ssl=context, limit=32)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            slots = asyncio.Semaphore(32)
 
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(one, names))
-    return created
+            async def post(path: str, doc: dict[str, Any]) -> None:
+                async with session.post(cluster.server + path, json=doc) as response:
+                    if response.status != 201:
+                        raise RuntimeError(f"POST {path}: {response.status} {await response.text()}")
+
+            async def one(name: str) -> None:
+                async with slots:
+                    await post(RUNS.format(ns=namespace), run_doc(name))
+                    if with_job:
+                        await post(JOBS.format(ns=namespace), job_doc(name))
+
+            await asyncio.gather(*(one(n) for n in names))
+
+    asyncio.run(all_of_them())
 
 
 def namespace(api: KubeApi, name: str) -> str:
@@ -146,16 +176,20 @@ def wait(what: str, probe: Callable[[], bool], timeout: float) -> float:
     return time.monotonic()
 
 
-def start_controller(cluster: Cluster, namespaces: list[str], log: Path) -> subprocess.Popen[bytes]:
+def start_controller(
+    cluster: Cluster, namespaces: list[str], log: Path, metrics_port: int = 0, **env_extra: str
+) -> subprocess.Popen[bytes]:
     env = dict(
         os.environ,
         KUBECONFIG=str(cluster.kubeconfig),
         PYTHONPATH=str(ROOT),
         DATAOPS_WORKER_IMAGE="worker:bench",
         DATAOPS_MAX_RUNNING_PER_NAMESPACE="0",
+        **env_extra,
     )
     args = [a for ns in namespaces for a in ("--namespace", ns)]
-    args += ["--standalone", "--metrics-port", "0", "--liveness", f"http://127.0.0.1:{free_port()}/healthz"]
+    args += ["--standalone", "--metrics-port", str(metrics_port)]
+    args += ["--liveness", f"http://127.0.0.1:{free_port()}/healthz"]
     with log.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "controller", "controller", *args],
@@ -164,6 +198,100 @@ def start_controller(cluster: Cluster, namespaces: list[str], log: Path) -> subp
             stderr=subprocess.STDOUT,
             cwd=ROOT,
         )
+
+
+PODS = "/api/v1/namespaces/{ns}/pods"
+
+
+class InstantKubelet:
+    """For the soak: every pod of a namespace succeeds as soon as it is seen (its status written as a
+    kubelet would, exit 0), so the real Job controller completes each stage Job and runs flow through
+    all their stages with no process started."""
+
+    def __init__(self, api: KubeApi, namespace: str) -> None:
+        self.api, self.namespace = api, namespace
+        self.done: set[str] = set()
+        self._closed = threading.Event()
+        self._pool = ThreadPoolExecutor(8)
+        self._response: Any = None
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._closed.is_set():
+            try:
+                listing = self.api.get(PODS.format(ns=self.namespace))
+                for pod in listing["items"]:
+                    self._see(pod)
+                self._response, events = self.api.watch(
+                    PODS.format(ns=self.namespace),
+                    listing["metadata"]["resourceVersion"],
+                    timeout_seconds=600,
+                )
+                for event in events:
+                    if event["type"] in ("ADDED", "MODIFIED"):
+                        self._see(event["object"])
+            except Exception:
+                time.sleep(0.5)
+
+    def _see(self, pod: dict[str, Any]) -> None:
+        name = pod["metadata"]["name"]
+        if name in self.done or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            return
+        self.done.add(name)
+        self._pool.submit(self._succeed, pod)
+
+    def _succeed(self, pod: dict[str, Any]) -> None:
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        containers = [
+            {
+                "name": c["name"],
+                "image": c.get("image", ""),
+                "imageID": "",
+                "ready": False,
+                "restartCount": 0,
+                "state": {
+                    "terminated": {
+                        "exitCode": 0,
+                        "reason": "Completed",
+                        "message": "{}",
+                        "startedAt": now,
+                        "finishedAt": now,
+                    }
+                },
+            }
+            for c in pod["spec"]["containers"]
+        ]
+        try:
+            self.api.merge_patch(
+                PODS.format(ns=self.namespace) + f"/{pod['metadata']['name']}/status",
+                {"status": {"phase": "Succeeded", "startTime": now, "containerStatuses": containers}},
+            )
+        except Exception:  # a pod deleted meanwhile (its run's TTL)
+            return
+
+    def close(self) -> None:
+        self._closed.set()
+        if self._response is not None:
+            self._response.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def finished_runs(port: int) -> int:
+    """Runs the controller saw reach Succeeded or Failed, from its own /metrics."""
+    import urllib.request
+
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    except OSError:
+        return -1
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("dataops_run_transitions_total{") and (
+            'phase="Succeeded"' in line or 'phase="Failed"' in line
+        ):
+            total += float(line.rsplit(" ", 1)[1])
+    return int(total)
 
 
 def rss_mb(pid: int) -> float:
@@ -187,6 +315,10 @@ def main(
     steady_seconds: Annotated[float, typer.Option(help="Length of the steady load")] = 40.0,
     finished: Annotated[int, typer.Option(help="Finished runs in the cluster for the memory figure")] = 5000,
     soak_seconds: Annotated[float, typer.Option(help="How long memory is sampled")] = 90.0,
+    soak_runs: Annotated[
+        int, typer.Option(help="Runs flowing through every stage in the soak (0: none)")
+    ] = 5000,
+    window: Annotated[int, typer.Option(help="Soak runs in flight at most")] = 200,
 ) -> None:
     bin_dir = build_control_plane()
     work = Path(tempfile.mkdtemp(prefix="bench-controller-"))
@@ -203,7 +335,7 @@ def main(
         ref_ns = namespace(api, "bench-reference")
         names = [f"r{i:05d}" for i in range(burst)]
         t0 = time.monotonic()
-        create_all(api, ref_ns, names, with_job=True)
+        create_all(cluster, ref_ns, names, with_job=True)
         ref_rate = burst / ((time.monotonic() - t0) / 60)
         rows.append(("reference: API server alone, run + Job creates", f"{ref_rate:,.0f} runs/min", ""))
 
@@ -211,10 +343,10 @@ def main(
         burst_ns, steady_ns = namespace(api, "bench-burst"), namespace(api, "bench-steady")
         log = work / "controller.log"
         proc = start_controller(cluster, [burst_ns, steady_ns], log)
-        time.sleep(5)  # the controller is up and watching
+        time.sleep(10)  # the controller is up and watching
         watch = JobWatch(api, burst_ns)
         t0 = time.monotonic()
-        create_all(api, burst_ns, [f"b{i:05d}" for i in range(burst)])
+        create_all(cluster, burst_ns, [f"b{i:05d}" for i in range(burst)])
         created = time.monotonic()
         try:
             end = wait("burst", lambda: watch.count() >= burst, 900)
@@ -303,6 +435,10 @@ def main(
             )
         )
 
+        # 5. The soak: runs flowing through all their stages, with a TTL as production has one.
+        if soak_runs:
+            ok = soak(cluster, work / "soak.log", soak_runs, window, rows) and ok
+
     table = Table(title="controller on the real control plane (no node agent)")
     for col in ("measure", "figure", "notes"):
         table.add_column(col)
@@ -311,6 +447,57 @@ def main(
     console.print(table)
     console.print(json.dumps({"rows": rows}))
     raise typer.Exit(0 if ok else 1)
+
+
+def soak(cluster: Cluster, log: Path, runs: int, window: int, rows: list[tuple[str, str, str]]) -> bool:
+    """``runs`` runs through validate, load and transform, at most ``window`` in flight, finished runs
+    deleted 30 s after they end (controller.finishedTTLSeconds): the controller's memory every 10 s
+    against the runs finished so far. Levelling off means no per-run state outlives its run."""
+    api = cluster.api
+    ns = namespace(api, "bench-soak")
+    port = free_port()
+    proc = start_controller(cluster, [ns], log, metrics_port=port, DATAOPS_FINISHED_TTL_SECONDS="30")
+    kubelet = InstantKubelet(api, ns)
+    time.sleep(10)
+    curve: list[tuple[float, int, float]] = []
+    created, t0, last_sample, last_progress, done = 0, time.monotonic(), 0.0, time.monotonic(), 0
+    try:
+        while done < runs:
+            done = max(done, finished_runs(port))
+            room = min(window - (created - done), runs - created)
+            if room > 0:
+                create_all(cluster, ns, [f"k{i:05d}" for i in range(created, created + room)])
+                created += room
+                last_progress = time.monotonic()
+            now = time.monotonic()
+            if now - last_sample >= 10:
+                curve.append((now - t0, done, rss_mb(proc.pid)))
+                last_sample = now
+                console.print(
+                    f"soak {now - t0:5.0f}s  {done:5d} finished  {curve[-1][2]:4.0f} MB", highlight=False
+                )
+            if now - last_progress > 300:
+                raise TimeoutError(f"no run finished for 5 minutes ({done} of {runs})")
+            if room <= 0:
+                time.sleep(1)
+        curve.append((time.monotonic() - t0, done, rss_mb(proc.pid)))
+    except TimeoutError as exc:
+        rows.append(("soak", str(exc), ""))
+        return False
+    finally:
+        kubelet.close()
+        stop(proc)
+    minutes = curve[-1][0] / 60
+    tenth = curve[max(0, len(curve) // 10)][2]
+    rows.append(
+        (
+            f"soak: {runs:,} runs through 3 stages, {window} in flight, TTL 30 s",
+            f"{runs / minutes:,.0f} runs/min; RSS {curve[-1][2]:.0f} MB at the end",
+            f"RSS at 10% of the soak {tenth:.0f} MB, max {max(m for _, _, m in curve):.0f} MB; curve "
+            + ", ".join(f"{d}:{m:.0f}" for _, d, m in curve[:: max(1, len(curve) // 12)]),
+        )
+    )
+    return True
 
 
 if __name__ == "__main__":
