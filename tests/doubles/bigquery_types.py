@@ -12,10 +12,11 @@ from typing import Any
 
 import pyarrow as pa
 
+from tests.doubles.google_errors import canonical_status, error_body
+
 MIB = 1024 * 1024
 DOUBLE_QUOTE = '"'
 MIN_BILLED = 10 * MIB
-STATUS = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 409: "ALREADY_EXISTS"}
 TO_DUCKDB = {
     "STRING": "VARCHAR",
     "INTEGER": "BIGINT",
@@ -47,12 +48,10 @@ class ApiError(Exception):
         return {"reason": self.reason, "message": self.message, "domain": "global"}
 
     def body(self) -> dict[str, Any]:
-        status = STATUS.get(self.code, "INTERNAL" if self.code >= 500 else "FAILED_PRECONDITION")
+        status = canonical_status(self.code)
         if self.reason in ("quotaExceeded", "rateLimitExceeded"):
             status = "RESOURCE_EXHAUSTED" if self.code == 429 else "PERMISSION_DENIED"
-        return {
-            "error": {"code": self.code, "message": self.message, "errors": [self.proto()], "status": status}
-        }
+        return error_body(self.code, status, self.message, errors=[self.proto()])
 
 
 def invalid(message: str) -> ApiError:

@@ -30,7 +30,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.doubles.dataflow_api import google_error
+from tests.doubles.google_errors import google_error
 
 
 def _now() -> str:
@@ -120,6 +120,7 @@ class CatalogDouble:
                 "PERMISSION_DENIED",
                 f"Permission '{permission}' denied on resource '{request.path}' (or it may not exist).",
                 "IAM_PERMISSION_DENIED",
+                "dataflow.googleapis.com",
                 permission=permission,
             )
         return await handler(request)

@@ -48,6 +48,7 @@ from typing import Any
 from aiohttp import web
 
 from beam.stages.flex import stage_command
+from tests.doubles.google_errors import google_error
 
 ROOT = Path(__file__).resolve().parents[2]
 ACTIVE = {"JOB_STATE_QUEUED", "JOB_STATE_PENDING", "JOB_STATE_RUNNING", "JOB_STATE_CANCELLING"}
@@ -55,21 +56,6 @@ ACTIVE = {"JOB_STATE_QUEUED", "JOB_STATE_PENDING", "JOB_STATE_RUNNING", "JOB_STA
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def google_error(code: int, status: str, message: str, reason: str = "", **metadata: str) -> web.Response:
-    details = []
-    if reason:
-        details.append(
-            {
-                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                "reason": reason,
-                "domain": "dataflow.googleapis.com",
-                "metadata": metadata,
-            }
-        )
-    body = {"error": {"code": code, "message": message, "status": status, "details": details}}
-    return web.json_response(body, status=code)
 
 
 @dataclass
@@ -194,6 +180,7 @@ class DataflowDouble:
                 "Quota exceeded for quota metric 'Job create requests' and limit 'Job create requests "
                 f"per minute per region' of service 'dataflow.googleapis.com' for consumer 'project_number:{self.project}'.",
                 "RATE_LIMIT_EXCEEDED",
+                "dataflow.googleapis.com",
                 service="dataflow.googleapis.com",
             )
         return await handler(request)
@@ -209,6 +196,7 @@ class DataflowDouble:
                 "PERMISSION_DENIED",
                 f"Permission '{permission}' denied on project: '{self.project}'",
                 "IAM_PERMISSION_DENIED",
+                "dataflow.googleapis.com",
                 permission=permission,
                 resource=f"projects/{self.project}",
             )
