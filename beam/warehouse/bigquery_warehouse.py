@@ -13,7 +13,7 @@
   of every job are summed in :attr:`BigQueryWarehouse.bytes_billed` (loads are free; queries are billed).
 - A refused permission names the role to grant and the resource; a missing dataset says how to create it.
 
-``client`` is a ``google.cloud.bigquery.Client``; ``open_warehouse`` (see :mod:`beam.warehouse.config`)
+``client`` is a ``google.cloud.bigquery.Client``; ``open_warehouse`` (see :mod:`beam.adapters`)
 builds one from the environment.
 """
 
