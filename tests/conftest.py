@@ -16,6 +16,7 @@ import yaml
 
 from tests.doubles.bigquery_api import bigquery_double  # noqa: F401  (the BigQuery double, per test)
 from tests.emulators import gcs_server, pubsub_emulator  # noqa: F401  (fixtures shared by every folder)
+from tests.kmock_cluster import cluster  # noqa: F401  (kmock as the controller's cluster)
 
 ROOT = Path(__file__).resolve().parent.parent
 DATAOPS = [sys.executable, "-m", "controller"]

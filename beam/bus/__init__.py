@@ -1,7 +1,7 @@
 """The message-bus port: Pub/Sub in production and with its emulator, an embedded queue locally.
 
-``open_bus`` picks the adapter: ``DATAOPS_BUS=pubsub`` (Pub/Sub, or the emulator named by
-``PUBSUB_EMULATOR_HOST``) or ``embedded`` (the default: a queue kept in the workdir).
+``open_bus`` opens the adapter :func:`beam.adapters.bus_kind` names: ``DATAOPS_BUS=pubsub`` (Pub/Sub, or
+the emulator named by ``PUBSUB_EMULATOR_HOST``) or ``embedded`` (the default: a queue kept in the workdir).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from beam.adapters import bus_kind
 from beam.bus.embedded import EmbeddedQueue
 from beam.bus.port import (
     DEFAULT_ACK_DEADLINE_SECONDS,
@@ -26,7 +27,7 @@ BUS_KINDS = ("embedded", "pubsub")
 def open_bus(workdir: Path, kind: str | None = None, env: Mapping[str, str] | None = None) -> MessageBus:
     """The bus named by ``kind`` (else ``$DATAOPS_BUS``, else ``embedded``)."""
     env = os.environ if env is None else env
-    chosen = kind or env.get("DATAOPS_BUS") or "embedded"
+    chosen = bus_kind(env, kind)
     if chosen == "embedded":
         return EmbeddedQueue(workdir)
     if chosen == "pubsub":

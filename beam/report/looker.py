@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from beam.sql import REPORT_DATE
+from beam.warehouse.bigquery_types import bigquery_type as warehouse_type
+from beam.warehouse.bigquery_types import standard_name
 from controller.spec import Aggregate, Metric, PipelineRun
 
 LOOKER_FILE = "looker-studio.md"
@@ -50,20 +52,14 @@ class Field:
 
 
 def bigquery_type(kind: pa.DataType) -> str:
-    """The BigQuery type of a column as the warehouse holds it."""
-    if pa.types.is_integer(kind):
-        return "INT64"
+    """The standard SQL type Looker Studio names for a column as the warehouse holds it: any decimal
+    is NUMERIC, any timestamp TIMESTAMP, and a type Looker does not type is STRING."""
     if pa.types.is_decimal(kind):
         return "NUMERIC"
-    if pa.types.is_floating(kind):
-        return "FLOAT64"
-    if pa.types.is_boolean(kind):
-        return "BOOL"
-    if pa.types.is_date(kind):
-        return "DATE"
     if pa.types.is_timestamp(kind):
         return "TIMESTAMP"
-    return "STRING"
+    name = standard_name(warehouse_type(kind))
+    return name if name in LOOKER_TYPES else "STRING"
 
 
 def fields_of(run: PipelineRun, aggregate: Aggregate, schema: pa.Schema | None) -> list[Field]:

@@ -2,7 +2,7 @@
 
 Production speaks BigQuery (:mod:`beam.warehouse.bigquery_warehouse`); the embedded default is one DuckDB
 file, ``<workdir>/warehouse.duckdb``, where BigQuery ``dataset.table`` is DuckDB schema ``dataset``, table
-``table``. Which one a stage gets is decided in :mod:`beam.warehouse.config`, from the environment.
+``table``. Which one a stage gets is decided in :mod:`beam.adapters`, from the spec and the environment.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from beam.warehouse.config import WarehouseConfig, warehouse_config
 from beam.warehouse.duckdb_warehouse import DuckDBWarehouse, LineageRecord, WarehouseError
 
 if TYPE_CHECKING:
+    from beam.adapters import WarehouseConfig
     from beam.warehouse.bigquery_warehouse import BigQueryWarehouse
 
 WAREHOUSE_FILE = "warehouse.duckdb"
@@ -24,6 +24,8 @@ WAREHOUSE_FILE = "warehouse.duckdb"
 def open_warehouse(workdir: Path | str, environ: Mapping[str, str] | None = None, choice: Any = None) -> Any:
     """The warehouse a stage writes to: DuckDB in ``workdir`` unless the run's ``spec.warehouse``
     (``choice``) or the environment selects BigQuery."""
+    from beam.adapters import warehouse_config  # beam.adapters imports this package's errors
+
     config = warehouse_config(os.environ if environ is None else environ, choice)
     if config.kind == "bigquery":
         return open_bigquery(config)
@@ -57,9 +59,7 @@ __all__ = [
     "WAREHOUSE_FILE",
     "DuckDBWarehouse",
     "LineageRecord",
-    "WarehouseConfig",
     "WarehouseError",
     "open_warehouse",
     "pipeline_input",
-    "warehouse_config",
 ]

@@ -13,7 +13,7 @@
   of every job are summed in :attr:`BigQueryWarehouse.bytes_billed` (loads are free; queries are billed).
 - A refused permission names the role to grant and the resource; a missing dataset says how to create it.
 
-``client`` is a ``google.cloud.bigquery.Client``; ``open_warehouse`` (see :mod:`beam.warehouse.config`)
+``client`` is a ``google.cloud.bigquery.Client``; ``open_warehouse`` (see :mod:`beam.adapters`)
 builds one from the environment.
 """
 
@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 from google.api_core import exceptions as gexc
 from google.cloud import bigquery
 
+from beam.warehouse.bigquery_types import ARROW_OF, bigquery_type, schema_name
 from beam.warehouse.duckdb_warehouse import LineageRecord, WarehouseError, split_table
 
 log = logging.getLogger("dataops.warehouse")
@@ -53,7 +54,6 @@ ROLE_OF_PERMISSION = {
     "bigquery.datasets.get": "roles/bigquery.dataViewer",
 }
 WRITER_ROLE = "roles/bigquery.dataEditor"
-BQ_TYPES = {"INT64": "INTEGER", "FLOAT64": "FLOAT", "BOOL": "BOOLEAN"}
 
 
 class BigQueryPermissionError(WarehouseError):
@@ -104,45 +104,10 @@ def job_labels(lineage: LineageRecord) -> dict[str, str]:
     }
 
 
-def bigquery_type(field: pa.Field) -> str:
-    t = field.type
-    if pa.types.is_boolean(t):
-        return "BOOLEAN"
-    if pa.types.is_integer(t):
-        return "INTEGER"
-    if pa.types.is_floating(t):
-        return "FLOAT"
-    if pa.types.is_decimal(t):
-        return "NUMERIC" if t.precision <= 38 and t.scale <= 9 else "BIGNUMERIC"
-    if pa.types.is_date(t):
-        return "DATE"
-    if pa.types.is_timestamp(t):
-        return "TIMESTAMP" if t.tz else "DATETIME"
-    if pa.types.is_time(t):
-        return "TIME"
-    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
-        return "BYTES"
-    return "STRING"
-
-
-ARROW_OF = {
-    "STRING": pa.string(),
-    "INTEGER": pa.int64(),
-    "FLOAT": pa.float64(),
-    "NUMERIC": pa.decimal128(38, 9),
-    "BOOLEAN": pa.bool_(),
-    "DATE": pa.date32(),
-    "DATETIME": pa.timestamp("us"),
-    "TIMESTAMP": pa.timestamp("us", tz="UTC"),
-    "TIME": pa.time64("us"),
-    "BYTES": pa.binary(),
-}
-
-
 def load_schema(schema: pa.Schema, declared: Mapping[str, str] | None = None) -> list[bigquery.SchemaField]:
     """The load job's schema: the spec's BigQuery type where it declares one, else the file's."""
-    declared = {k: BQ_TYPES.get(v.upper(), v.upper()) for k, v in (declared or {}).items()}
-    return [bigquery.SchemaField(f.name, declared.get(f.name) or bigquery_type(f)) for f in schema]
+    declared = {k: schema_name(v) for k, v in (declared or {}).items()}
+    return [bigquery.SchemaField(f.name, declared.get(f.name) or bigquery_type(f.type)) for f in schema]
 
 
 def retryable(exc: BaseException) -> bool:
@@ -245,10 +210,7 @@ class BigQueryWarehouse:
     def schema(self, table: str) -> pa.Schema:
         fields = self.table(table).schema
         return pa.schema(
-            [
-                pa.field(f.name, ARROW_OF.get(BQ_TYPES.get(f.field_type, f.field_type), pa.string()))
-                for f in fields
-            ]
+            [pa.field(f.name, ARROW_OF.get(schema_name(f.field_type), pa.string())) for f in fields]
         )
 
     def read_arrow(self, table: str, columns: Sequence[str] | None = None) -> pa.Table:
@@ -388,8 +350,7 @@ class BigQueryWarehouse:
         if isinstance(data, str) and data.startswith("gs://"):
             if declared:  # the spec's columns, in its order and types (the files must hold exactly those)
                 config.schema = [
-                    bigquery.SchemaField(name, BQ_TYPES.get(kind.upper(), kind.upper()))
-                    for name, kind in declared.items()
+                    bigquery.SchemaField(name, schema_name(kind)) for name, kind in declared.items()
                 ]
 
             def start(job_id: str) -> Any:

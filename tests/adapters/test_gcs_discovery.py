@@ -6,12 +6,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import kmock
 import pytest
-import yaml
 
 from controller.ingestion import discover_files, parse_source_spec
 from controller.kube import Kube
@@ -21,30 +19,11 @@ from tests.emulators import GcsServer
 
 pytestmark = pytest.mark.integration
 
-RUNS = "/apis/dataops.io/v1alpha1/namespaces/default/pipelineruns"
 TEMPLATE = {"source": {"columns": [{"name": "id", "type": "INT64"}]}, "load": {"table": "raw.items"}}
 
 
 @pytest.fixture
-async def kube(
-    kmock: kmock.KubernetesEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Kube]:
-    kmock.resources["dataops.io/v1alpha1/pipelineruns"] = {
-        "kind": "PipelineRun",
-        "namespaced": True,
-        "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"],
-    }
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "current-context": "kmock",
-        "clusters": [{"name": "kmock", "cluster": {"server": str(kmock.url).rstrip("/")}}],
-        "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "u", "namespace": "default"}}],
-        "users": [{"name": "u", "user": {"token": "test"}}],
-    }
-    path = tmp_path / "kubeconfig"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    monkeypatch.setenv("KUBECONFIG", str(path))
+async def kube(cluster: kmock.KubernetesEmulator) -> AsyncIterator[Kube]:
     client = Kube.from_environment()
     yield client
     await client.close()

@@ -3,76 +3,25 @@ its notifications on the Pub/Sub emulator: a dropped file becomes exactly one Pi
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import kmock
 import pytest
-import yaml
-from kopf.testing import KopfRunner
 
 from tests.emulators import GcsServer
+from tests.kmock_cluster import list_runs, operator, wait_for
 
 pytestmark = pytest.mark.integration
 
-RUNS = "/apis/dataops.io/v1alpha1/namespaces/default/pipelineruns"
 SOURCES = "/apis/dataops.io/v1alpha1/namespaces/default/ingestionsources"
 
 
-@pytest.fixture
-async def cluster(
-    kmock: kmock.KubernetesEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gcs_server: GcsServer
-) -> AsyncIterator[kmock.KubernetesEmulator]:
-    for res, kind in [
-        ("dataops.io/v1alpha1/pipelineruns", "PipelineRun"),
-        ("dataops.io/v1alpha1/ingestionsources", "IngestionSource"),
-        ("batch/v1/jobs", "Job"),
-        ("batch/v1/cronjobs", "CronJob"),
-        ("v1/pods", "Pod"),
-        ("v1/events", "Event"),
-        ("v1/namespaces", "Namespace"),
-        ("apiextensions.k8s.io/v1/customresourcedefinitions", "CustomResourceDefinition"),
-    ]:
-        kmock.resources[res] = {
-            "kind": kind,
-            "namespaced": kind not in ("Namespace", "CustomResourceDefinition"),
-            "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"],
-        }
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "current-context": "kmock",
-        "clusters": [{"name": "kmock", "cluster": {"server": str(kmock.url).rstrip("/")}}],
-        "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "u", "namespace": "default"}}],
-        "users": [{"name": "u", "user": {"token": "test"}}],
-    }
-    path = tmp_path / "kubeconfig"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    monkeypatch.setenv("KUBECONFIG", str(path))
-    monkeypatch.setenv("DATAOPS_WORKER_IMAGE", "worker:test")
+@pytest.fixture(autouse=True)
+def notifications(monkeypatch: pytest.MonkeyPatch, gcs_server: GcsServer) -> None:
+    """The controller reads the server's notification topic on the Pub/Sub emulator, polling each second."""
     monkeypatch.setenv("DATAOPS_PUBSUB_PROJECT", gcs_server.project)
     monkeypatch.setenv("DATAOPS_NOTIFICATION_POLL_SECONDS", "1")
-    yield kmock
-
-
-async def wait_for(probe: Callable[[], Any], timeout: float = 90.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.2)
-
-
-async def runs(k: kmock.KubernetesEmulator) -> list[dict[str, Any]]:
-    resp = await k.get(RUNS)
-    data = await resp.json() if resp.status == 200 else {}
-    return [r for r in data.get("items", []) if r.get("metadata")]
 
 
 async def test_the_operator_runs_a_dropped_object_once(
@@ -106,23 +55,23 @@ async def test_the_operator_runs_a_dropped_object_once(
         },
     }
     await cluster.post(SOURCES, json=source)
-    with KopfRunner(["run", "--standalone", "--all-namespaces", "-m", "controller.handlers"]) as runner:
+    with operator() as runner:
 
         async def listed() -> bool:
             resp = await cluster.get(f"{SOURCES}/drops")
             body = await resp.json()
             return bool(((body.get("status") or {}).get("files") or {}).get("lastListed"))
 
-        await wait_for(listed)
+        await wait_for(listed, timeout=90.0)
         blob = bucket.blob("in/items.csv")
         blob.upload_from_string("id\n1\n")
 
         async def one_run() -> list[dict[str, Any]]:
-            return await runs(cluster)
+            return await list_runs(cluster)
 
-        found = await wait_for(one_run)
+        found = await wait_for(one_run, timeout=90.0)
     assert runner.exception is None
     assert [r["spec"]["source"]["uri"] for r in found] == [
         f"gs://{bucket.name}/in/items.csv#{blob.generation}"
     ]
-    assert len(await runs(cluster)) == 1
+    assert len(await list_runs(cluster)) == 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from beam.warehouse import WarehouseConfig, warehouse_config
+from beam.adapters import WarehouseConfig, warehouse_config
 from controller.settings import settings_from_env
 from tests.deploy.helm_chart import render
 

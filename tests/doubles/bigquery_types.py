@@ -12,10 +12,12 @@ from typing import Any
 
 import pyarrow as pa
 
+from beam.warehouse.bigquery_types import bigquery_type, schema_name
+from tests.doubles.google_errors import canonical_status, error_body
+
 MIB = 1024 * 1024
 DOUBLE_QUOTE = '"'
 MIN_BILLED = 10 * MIB
-STATUS = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 409: "ALREADY_EXISTS"}
 TO_DUCKDB = {
     "STRING": "VARCHAR",
     "INTEGER": "BIGINT",
@@ -47,12 +49,10 @@ class ApiError(Exception):
         return {"reason": self.reason, "message": self.message, "domain": "global"}
 
     def body(self) -> dict[str, Any]:
-        status = STATUS.get(self.code, "INTERNAL" if self.code >= 500 else "FAILED_PRECONDITION")
+        status = canonical_status(self.code)
         if self.reason in ("quotaExceeded", "rateLimitExceeded"):
             status = "RESOURCE_EXHAUSTED" if self.code == 429 else "PERMISSION_DENIED"
-        return {
-            "error": {"code": self.code, "message": self.message, "errors": [self.proto()], "status": status}
-        }
+        return error_body(self.code, status, self.message, errors=[self.proto()])
 
 
 def invalid(message: str) -> ApiError:
@@ -82,23 +82,11 @@ def ms(now: dt.datetime | None = None) -> str:
 
 
 def arrow_to_bq(t: pa.DataType) -> str:
-    if pa.types.is_boolean(t):
-        return "BOOLEAN"
-    if pa.types.is_integer(t):
-        return "INTEGER"
-    if pa.types.is_floating(t):
-        return "FLOAT"
-    if pa.types.is_decimal(t):
-        return "NUMERIC" if t.precision <= 38 else "BIGNUMERIC"
-    if pa.types.is_date(t):
-        return "DATE"
-    if pa.types.is_timestamp(t):
-        return "TIMESTAMP" if t.tz else "DATETIME"
-    if pa.types.is_time(t):
-        return "TIME"
-    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
-        return "BYTES"
-    return "STRING"
+    """The schema type of a DuckDB result column. A decimal of up to 38 digits is NUMERIC whatever its
+    scale: DuckDB's arithmetic widens the scale where BigQuery's NUMERIC keeps 9 places."""
+    if pa.types.is_decimal(t) and t.precision <= 38:
+        return "NUMERIC"
+    return bigquery_type(t)
 
 
 def encode(value: Any, bq_type: str, int64_timestamp: bool) -> Any:
@@ -146,9 +134,11 @@ def parameter_value(param: Mapping[str, Any]) -> Any:
 
 
 def field_of(f: Mapping[str, Any]) -> dict[str, Any]:
-    kind = str(f.get("type", "STRING")).upper()
-    kind = {"INT64": "INTEGER", "FLOAT64": "FLOAT", "BOOL": "BOOLEAN"}.get(kind, kind)
-    out = {"name": f["name"], "type": kind, "mode": f.get("mode") or "NULLABLE"}
+    out = {
+        "name": f["name"],
+        "type": schema_name(str(f.get("type", "STRING"))),
+        "mode": f.get("mode") or "NULLABLE",
+    }
     if f.get("description"):
         out["description"] = f["description"]
     return out

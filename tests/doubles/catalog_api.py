@@ -21,8 +21,6 @@ Errors in Google's JSON shape. Hooks: :meth:`CatalogDouble.deny` (403 on the nex
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -30,7 +28,8 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.doubles.dataflow_api import google_error
+from tests.doubles.google_errors import google_error
+from tests.doubles.loopback import LoopbackServer
 
 
 def _now() -> str:
@@ -49,21 +48,15 @@ class CatalogDouble:
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status)
         self._deny: list[str] = []
         self._throttle = 0
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._runner: web.AppRunner | None = None
+        self._server = LoopbackServer()
         self.url = ""
 
     def start(self) -> CatalogDouble:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._serve(), self._loop).result(timeout=30)
+        self.url = self._server.start(self._app)
         return self
 
     def stop(self) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=30)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=30)
+        self._server.stop()
 
     def deny(self, permission: str) -> None:
         self._deny.append(permission)
@@ -79,7 +72,7 @@ class CatalogDouble:
             if link["target"]["fullyQualifiedName"] == target
         ]
 
-    async def _serve(self) -> None:
+    def _app(self) -> web.Application:
         app = web.Application(middlewares=[self._guard])
         loc = "/v1/projects/{project}/locations/{location}"
         app.router.add_post(loc + "/processes", self._create_process)
@@ -89,12 +82,7 @@ class CatalogDouble:
         app.router.add_post(loc + "/aspectTypes", self._create_aspect_type)
         app.router.add_patch(loc + "/entryGroups/{group}/entries/{entry:.+}", self._patch_entry)
         app.router.add_get(loc + "/entryGroups/{group}/entries/{entry:.+}", self._get_entry)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+        return app
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -120,6 +108,7 @@ class CatalogDouble:
                 "PERMISSION_DENIED",
                 f"Permission '{permission}' denied on resource '{request.path}' (or it may not exist).",
                 "IAM_PERMISSION_DENIED",
+                "dataflow.googleapis.com",
                 permission=permission,
             )
         return await handler(request)

@@ -29,7 +29,6 @@ Test hooks: :meth:`DataflowDouble.hold` keeps new jobs' processes paused (SIGSTO
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -48,6 +47,8 @@ from typing import Any
 from aiohttp import web
 
 from beam.stages.flex import stage_command
+from tests.doubles.google_errors import google_error
+from tests.doubles.loopback import LoopbackServer
 
 ROOT = Path(__file__).resolve().parents[2]
 ACTIVE = {"JOB_STATE_QUEUED", "JOB_STATE_PENDING", "JOB_STATE_RUNNING", "JOB_STATE_CANCELLING"}
@@ -55,21 +56,6 @@ ACTIVE = {"JOB_STATE_QUEUED", "JOB_STATE_PENDING", "JOB_STATE_RUNNING", "JOB_STA
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def google_error(code: int, status: str, message: str, reason: str = "", **metadata: str) -> web.Response:
-    details = []
-    if reason:
-        details.append(
-            {
-                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                "reason": reason,
-                "domain": "dataflow.googleapis.com",
-                "metadata": metadata,
-            }
-        )
-    body = {"error": {"code": code, "message": message, "status": status, "details": details}}
-    return web.json_response(body, status=code)
 
 
 @dataclass
@@ -101,27 +87,21 @@ class DataflowDouble:
         self._throttle = 0
         self._lock = threading.RLock()
         self._tmp = Path(tempfile.mkdtemp(prefix="dataflow-double-"))
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._runner: web.AppRunner | None = None
+        self._server = LoopbackServer()
         self.url = ""
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
     def start(self) -> DataflowDouble:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._serve(), self._loop).result(timeout=30)
+        self.url = self._server.start(self._app)
         return self
 
     def stop(self) -> None:
         for job in list(self.jobs.values()):
             self._kill(job)
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=30)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=30)
+        self._server.stop()
 
-    async def _serve(self) -> None:
+    def _app(self) -> web.Application:
         app = web.Application()
         base = "/v1b3/projects/{project}/locations/{location}"
         app.router.add_post(base + "/flexTemplates:launch", self._launch)
@@ -131,12 +111,7 @@ class DataflowDouble:
         app.router.add_get(base + "/jobs/{job_id}/messages", self._messages)
         app.router.add_get(base + "/jobs/{job_id}/metrics", self._metrics)
         app.middlewares.append(self._record)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+        return app
 
     # -- test hooks -----------------------------------------------------------------------------------
 
@@ -194,6 +169,7 @@ class DataflowDouble:
                 "Quota exceeded for quota metric 'Job create requests' and limit 'Job create requests "
                 f"per minute per region' of service 'dataflow.googleapis.com' for consumer 'project_number:{self.project}'.",
                 "RATE_LIMIT_EXCEEDED",
+                "dataflow.googleapis.com",
                 service="dataflow.googleapis.com",
             )
         return await handler(request)
@@ -209,6 +185,7 @@ class DataflowDouble:
                 "PERMISSION_DENIED",
                 f"Permission '{permission}' denied on project: '{self.project}'",
                 "IAM_PERMISSION_DENIED",
+                "dataflow.googleapis.com",
                 permission=permission,
                 resource=f"projects/{self.project}",
             )

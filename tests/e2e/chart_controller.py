@@ -162,7 +162,8 @@ def chart_controller(
         controller.stop()
 
 
-def _run(cluster: Cluster, namespace: str, name: str) -> dict[str, Any] | None:
+def get_run(cluster: Cluster, namespace: str, name: str) -> dict[str, Any] | None:
+    """The PipelineRun as the API server holds it, or None when it is gone."""
     done = cluster.kubectl("get", "pipelinerun", name, "-n", namespace, "-o", "json")
     if done.returncode != 0:
         return None
@@ -170,15 +171,18 @@ def _run(cluster: Cluster, namespace: str, name: str) -> dict[str, Any] | None:
     return data
 
 
-def _wait(cluster: Cluster, what: str, probe: Callable[[], Any], timeout: float = 420.0) -> Any:
+def wait_for(cluster: Cluster, what: str, probe: Callable[[], Any], timeout: float = 420.0) -> Any:
+    """``probe``'s first truthy value; gives up early if the control plane died, else after ``timeout``."""
     return wait_until(probe, timeout, what, cluster.check_alive)
 
 
-def _jobs(cluster: Cluster, namespace: str) -> list[str]:
+def job_names(cluster: Cluster, namespace: str) -> list[str]:
+    """The names of the namespace's Jobs, sorted."""
     items = json.loads(kc(cluster, "get", "jobs", "-n", namespace, "-o", "json"))["items"]
     return sorted(j["metadata"]["name"] for j in items)
 
 
-def _phase(cluster: Cluster, namespace: str, name: str) -> str:
-    run = _run(cluster, namespace, name) or {}
+def run_phase(cluster: Cluster, namespace: str, name: str) -> str:
+    """The run's ``status.phase``; empty while it has none or when the run is gone."""
+    run = get_run(cluster, namespace, name) or {}
     return str((run.get("status") or {}).get("phase", ""))

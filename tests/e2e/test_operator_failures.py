@@ -20,7 +20,7 @@ import yaml
 from tests.controlplane.cluster import Cluster
 from tests.controlplane.node_agent import NodeAgent
 from tests.controlplane.stall_proxy import StallProxy
-from tests.e2e.chart_controller import EXAMPLE, Controller, _jobs, _phase, _run, _wait, kc
+from tests.e2e.chart_controller import EXAMPLE, Controller, get_run, job_names, kc, run_phase, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -52,7 +52,7 @@ def test_a_pod_deleted_or_evicted_at_every_stage_is_retried_and_the_run_still_su
     while len(hit) < len(STAGES) or status.get("phase") not in ("Succeeded", "Failed"):
         assert time.monotonic() < deadline, f"stuck: {json.dumps(status)[:2000]}"
         control_plane.check_alive()
-        status = (_run(control_plane, kube_namespace, "inventory-demo") or {}).get("status") or {}
+        status = (get_run(control_plane, kube_namespace, "inventory-demo") or {}).get("status") or {}
         # No run is ever reported Succeeded while one of its stages' first pods was taken away unseen.
         assert status.get("phase") != "Succeeded" or len(hit) == len(STAGES), status
         for stage in STAGES[len(hit) :][:1]:
@@ -70,7 +70,7 @@ def test_a_pod_deleted_or_evicted_at_every_stage_is_retried_and_the_run_still_su
     assert [(s["attempt"], s["infraFailures"], s["appFailures"]) for s in status["stages"]] == [(2, 1, 0)] * 4
     # Each attempt's Job exists once; a first attempt's is kept as its record or removed when the
     # controller saw the disruption before the Job controller did.
-    jobs = set(_jobs(control_plane, kube_namespace))
+    jobs = set(job_names(control_plane, kube_namespace))
     assert (
         {f"inventory-demo-{s}-2" for s in STAGES}
         <= jobs
@@ -104,27 +104,34 @@ def test_runs_deleted_while_the_controller_is_down_or_with_timers_pending_leave_
         ns = ["-n", kube_namespace]
         kc(control_plane, "apply", *ns, "-f", "-", stdin=_slow_run("timed", timeouts={"stageSeconds": 3600}))
         kc(control_plane, "apply", *ns, "-f", "-", stdin=_slow_run("orphan"))
-        _wait(
+        wait_for(
             control_plane,
             "both first Jobs",
-            lambda: _jobs(control_plane, kube_namespace) == ["orphan-validate-1", "timed-validate-1"],
+            lambda: job_names(control_plane, kube_namespace) == ["orphan-validate-1", "timed-validate-1"],
         )
         # A run with its timeout timer pending, deleted while the controller runs.
         kc(control_plane, "delete", "pipelinerun", "timed", *ns, "--wait=false")
-        _wait(control_plane, "timed to go", lambda: _run(control_plane, kube_namespace, "timed") is None, 60)
+        wait_for(
+            control_plane, "timed to go", lambda: get_run(control_plane, kube_namespace, "timed") is None, 60
+        )
         # A run deleted while the controller is scaled to zero: it waits on its finalizer...
         controller.stop()
         kc(control_plane, "delete", "pipelinerun", "orphan", *ns, "--wait=false")
         time.sleep(3)
-        stuck = _run(control_plane, kube_namespace, "orphan") or {}
+        stuck = get_run(control_plane, kube_namespace, "orphan") or {}
         assert stuck["metadata"].get("deletionTimestamp") and stuck["metadata"]["finalizers"]
         # ...and the controller, scaled up again, completes it.
         controller.start()
-        _wait(
-            control_plane, "orphan to go", lambda: _run(control_plane, kube_namespace, "orphan") is None, 120
+        wait_for(
+            control_plane,
+            "orphan to go",
+            lambda: get_run(control_plane, kube_namespace, "orphan") is None,
+            120,
         )
-        _wait(control_plane, "their Jobs to go", lambda: _jobs(control_plane, kube_namespace) == [], 120)
-        _wait(
+        wait_for(
+            control_plane, "their Jobs to go", lambda: job_names(control_plane, kube_namespace) == [], 120
+        )
+        wait_for(
             control_plane,
             "their pods to go",
             lambda: not _pods(control_plane, kube_namespace, "dataops.io/run"),
@@ -140,15 +147,18 @@ def test_runs_deleted_while_the_controller_is_down_or_with_timers_pending_leave_
     missing = json.loads(_slow_run("brief"))
     missing["spec"]["source"]["uri"] = "/nowhere/missing.csv"
     kc(control_plane, "apply", "-n", kube_namespace, "-f", "-", stdin=json.dumps(missing))
-    _wait(
+    wait_for(
         control_plane,
         "the run to fail",
-        lambda: _phase(control_plane, kube_namespace, "brief") in ("Failed", ""),
+        lambda: run_phase(control_plane, kube_namespace, "brief") in ("Failed", ""),
     )
-    _wait(
-        control_plane, "the run to expire", lambda: _run(control_plane, kube_namespace, "brief") is None, 120
+    wait_for(
+        control_plane,
+        "the run to expire",
+        lambda: get_run(control_plane, kube_namespace, "brief") is None,
+        120,
     )
-    _wait(control_plane, "its Jobs to go", lambda: _jobs(control_plane, kube_namespace) == [], 120)
+    wait_for(control_plane, "its Jobs to go", lambda: job_names(control_plane, kube_namespace) == [], 120)
     assert controller.forbidden() == []
     errors = [
         line
@@ -177,20 +187,20 @@ def test_a_silently_stalled_watch_is_replaced_within_its_timeout(
         controller.start()
         ns = ["-n", kube_namespace]
         kc(control_plane, "apply", *ns, "-f", "-", stdin=_slow_run("before"))
-        _wait(
+        wait_for(
             control_plane,
             "the first run's Job",
-            lambda: "before-validate-1" in _jobs(control_plane, kube_namespace),
+            lambda: "before-validate-1" in job_names(control_plane, kube_namespace),
         )
         time.sleep(2)
         frozen = proxy.stall()
         assert frozen >= 2  # at least the watch streams and the client's connection
         stalled_at = time.monotonic()
         kc(control_plane, "apply", *ns, "-f", "-", stdin=_slow_run("after"))
-        _wait(
+        wait_for(
             control_plane,
             "the run created during the stall to get its Job",
-            lambda: "after-validate-1" in _jobs(control_plane, kube_namespace),
+            lambda: "after-validate-1" in job_names(control_plane, kube_namespace),
             timeout=300,
         )
         took = time.monotonic() - stalled_at
@@ -198,7 +208,7 @@ def test_a_silently_stalled_watch_is_replaced_within_its_timeout(
         # kopf drops a silent watch after the timeout + 5 s; the controller's own requests give up
         # after 20 s and are retried 5 s later on a fresh connection.
         assert took < WATCH_TIMEOUT + 5 + 20 + 5 + 15, f"reconciled only after {took:.0f} s"
-        assert _phase(control_plane, kube_namespace, "after") != ""
+        assert run_phase(control_plane, kube_namespace, "after") != ""
     finally:
         controller.stop()
         proxy.close()
@@ -308,7 +318,7 @@ def test_429s_from_the_api_server_are_retried_without_flooding_it(
             _unthrottle(control_plane)
         # Handlers that failed with a TemporaryError (429) are retried by kopf, their progress kept in
         # annotations (a status schema would prune it); the runs' own timers retry theirs.
-        _wait(
+        wait_for(
             control_plane,
             "the IngestionSource's CronJob",
             lambda: (
@@ -321,10 +331,10 @@ def test_429s_from_the_api_server_are_retried_without_flooding_it(
         )
         # The chart's namespace limit (controller.maxRunningPerNamespace: 20) admits the oldest 20; the
         # others wait Queued, in creation order.
-        _wait(
+        wait_for(
             control_plane,
             "the admitted runs' Jobs",
-            lambda: len(_jobs(control_plane, kube_namespace)) == LIMIT,
+            lambda: len(job_names(control_plane, kube_namespace)) == LIMIT,
             180,
         )
 
@@ -336,9 +346,9 @@ def test_429s_from_the_api_server_are_retried_without_flooding_it(
                 if (r.get("status") or {}).get("reason") == "Queued"
             ]
 
-        _wait(control_plane, "the others Queued", lambda: len(queued()) == RUNS - LIMIT, 120)
+        wait_for(control_plane, "the others Queued", lambda: len(queued()) == RUNS - LIMIT, 120)
         time.sleep(5)
-        assert len(_jobs(control_plane, kube_namespace)) == LIMIT
+        assert len(job_names(control_plane, kube_namespace)) == LIMIT
         assert refused > 0, "the API server refused nothing: the throttle did not apply"
     finally:
         node_agent.start()

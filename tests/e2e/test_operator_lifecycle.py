@@ -17,7 +17,7 @@ import yaml
 
 from tests.controlplane.cluster import Cluster, free_port
 from tests.controlplane.node_agent import NodeAgent
-from tests.e2e.chart_controller import EXAMPLE, Controller, _jobs, _phase, _run, _wait, kc
+from tests.e2e.chart_controller import EXAMPLE, Controller, get_run, job_names, kc, run_phase, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -31,7 +31,7 @@ def test_the_controller_with_the_charts_rbac_survives_sigkill_between_every_pair
     deadline = time.monotonic() + 600
     while True:
         control_plane.check_alive()
-        run = _run(control_plane, kube_namespace, "inventory-demo") or {}
+        run = get_run(control_plane, kube_namespace, "inventory-demo") or {}
         status = run.get("status") or {}
         if status.get("phase") in ("Succeeded", "Failed"):
             break
@@ -46,7 +46,7 @@ def test_the_controller_with_the_charts_rbac_survives_sigkill_between_every_pair
     assert status["phase"] == "Succeeded", status.get("message")
     assert seen == ["validate", "load", "transform", "aggregate"]
     assert controller.starts == 5
-    assert _jobs(control_plane, kube_namespace) == [
+    assert job_names(control_plane, kube_namespace) == [
         "inventory-demo-aggregate-1",
         "inventory-demo-load-1",
         "inventory-demo-transform-1",
@@ -84,23 +84,23 @@ def test_deleting_a_running_run_cancels_it_and_leaves_nothing_behind(
     node_agent.stop()  # the validate pod stays Pending: the run is caught mid-stage
     try:
         kc(control_plane, "apply", "-n", kube_namespace, "-f", str(EXAMPLE / "pipelinerun.yaml"))
-        _wait(
+        wait_for(
             control_plane,
             "the validate Job",
-            lambda: _jobs(control_plane, kube_namespace) == ["inventory-demo-validate-1"],
+            lambda: job_names(control_plane, kube_namespace) == ["inventory-demo-validate-1"],
         )
-        run = _run(control_plane, kube_namespace, "inventory-demo") or {}
+        run = get_run(control_plane, kube_namespace, "inventory-demo") or {}
         assert run["status"]["phase"] == "Validating"
         assert "dataops.io/cleanup" in run["metadata"]["finalizers"]
         kc(control_plane, "delete", "pipelinerun", "inventory-demo", "-n", kube_namespace, "--wait=false")
-        _wait(
+        wait_for(
             control_plane,
             "the run to go",
-            lambda: _run(control_plane, kube_namespace, "inventory-demo") is None,
+            lambda: get_run(control_plane, kube_namespace, "inventory-demo") is None,
             timeout=120,
         )
-        _wait(control_plane, "its Job to go", lambda: _jobs(control_plane, kube_namespace) == [], 120)
-        _wait(
+        wait_for(control_plane, "its Job to go", lambda: job_names(control_plane, kube_namespace) == [], 120)
+        wait_for(
             control_plane,
             "its pods to go",
             lambda: (
@@ -137,7 +137,7 @@ def test_a_dropped_file_is_one_run_across_controller_restarts(
         return sorted(r["metadata"]["name"] for r in json.loads(out)["items"])
 
     (drop / "inventory.csv").write_bytes((EXAMPLE / "inventory.csv").read_bytes())
-    _wait(control_plane, "a run for the dropped file", lambda: len(runs()) == 1, 120)
+    wait_for(control_plane, "a run for the dropped file", lambda: len(runs()) == 1, 120)
     first = runs()
     controller.kill()
     controller.start()
@@ -146,13 +146,13 @@ def test_a_dropped_file_is_one_run_across_controller_restarts(
     controller.start()
     time.sleep(15)
     assert runs() == first
-    done = _wait(
+    done = wait_for(
         control_plane,
         "the file's run to finish",
-        lambda: _phase(control_plane, kube_namespace, first[0]) in ("Succeeded", "Failed"),
+        lambda: run_phase(control_plane, kube_namespace, first[0]) in ("Succeeded", "Failed"),
     )
     assert done
-    assert _phase(control_plane, kube_namespace, first[0]) == "Succeeded"
+    assert run_phase(control_plane, kube_namespace, first[0]) == "Succeeded"
     assert controller.forbidden() == []
 
 
@@ -179,11 +179,11 @@ def test_two_replicas_acting_at_once_never_duplicate_a_stage(
     second.start()
     try:
         kc(control_plane, "apply", "-n", kube_namespace, "-f", str(EXAMPLE / "pipelinerun.yaml"))
-        _wait(
+        wait_for(
             control_plane,
             "the transform stage",
             lambda: (
-                ((_run(control_plane, kube_namespace, "inventory-demo") or {}).get("status") or {}).get(
+                ((get_run(control_plane, kube_namespace, "inventory-demo") or {}).get("status") or {}).get(
                     "currentStage"
                 )
                 in ("transform", "aggregate")
@@ -194,17 +194,17 @@ def test_two_replicas_acting_at_once_never_duplicate_a_stage(
                 -3000:
             ]
         first.stop()  # the old replica goes; the new one carries on alone
-        _wait(
+        wait_for(
             control_plane,
             "the run to finish",
-            lambda: _phase(control_plane, kube_namespace, "inventory-demo") in ("Succeeded", "Failed"),
+            lambda: run_phase(control_plane, kube_namespace, "inventory-demo") in ("Succeeded", "Failed"),
         )
     finally:
         second.stop()
-    run = _run(control_plane, kube_namespace, "inventory-demo") or {}
+    run = get_run(control_plane, kube_namespace, "inventory-demo") or {}
     assert run["status"]["phase"] == "Succeeded", run["status"].get("message")
     assert [s["attempt"] for s in run["status"]["stages"]] == [1, 1, 1, 1]
-    assert _jobs(control_plane, kube_namespace) == [
+    assert job_names(control_plane, kube_namespace) == [
         "inventory-demo-aggregate-1",
         "inventory-demo-load-1",
         "inventory-demo-transform-1",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,24 +18,10 @@ from typing import Any
 import duckdb
 import pytest
 
-from tests.controlplane.cluster import Cluster
+from tests.controlplane.cluster import Cluster, free_port
+from tests.e2e.chart_controller import EXAMPLE, ROOT, kc
 
 pytestmark = pytest.mark.e2e
-
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "examples" / "inventory"
-
-
-def kc(cluster: Cluster, *args: str) -> str:
-    done = cluster.kubectl(*args)
-    assert done.returncode == 0, f"kubectl {' '.join(args)}: {done.stderr}"
-    return done.stdout
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -69,7 +54,7 @@ def operator(
             "--metrics-port",
             "0",
             "--liveness",
-            f"http://127.0.0.1:{_free_port()}/healthz",
+            f"http://127.0.0.1:{free_port()}/healthz",
         ],
         env=env,
         stdout=log,

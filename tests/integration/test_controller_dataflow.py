@@ -19,19 +19,9 @@ from controller.dataflow import DataflowClient, DataflowJob
 from controller.settings import DataflowSettings, Settings
 from tests.doubles.dataflow_api import DataflowDouble, dataflow_double
 from tests.doubles.stage_runs import BDS, SPEC, TDS, seed_raw_table, table_rows
-from tests.integration.test_controller_kmock import (  # the kmock cluster and its helpers
-    JOBS,
-    RUNS,
-    cluster,
-    finish_job,
-    get_json,
-    operator,
-    wait_for,
-)
+from tests.kmock_cluster import JOBS, RUNS, finish_job, get_json, operator, wait_for
 
 pytestmark = pytest.mark.integration
-
-__all__ = ["cluster"]
 
 EVENTS = "/api/v1/namespaces/default/events"
 

@@ -8,20 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import kmock
 import pytest
-import yaml
-from kopf.testing import KopfRunner
+
+from tests.kmock_cluster import JOBS, RUNS, finish_job, get_json, list_runs, operator, wait_for
 
 pytestmark = pytest.mark.integration
-
-RUNS = "/apis/dataops.io/v1alpha1/namespaces/default/pipelineruns"
-JOBS = "/apis/batch/v1/namespaces/default/jobs"
-PODS = "/api/v1/namespaces/default/pods"
 
 SPEC: dict[str, Any] = {
     "source": {"uri": "/data/in.csv", "columns": [{"name": "id", "type": "INT64"}]},
@@ -29,84 +24,6 @@ SPEC: dict[str, Any] = {
     "transform": {"output": {"table": "tds.items"}},
     "retries": {"limit": 1, "backoffSeconds": 0},
 }
-
-
-@pytest.fixture
-async def cluster(
-    kmock: kmock.KubernetesEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[kmock.KubernetesEmulator]:
-    for res, kind in [
-        ("dataops.io/v1alpha1/pipelineruns", "PipelineRun"),
-        ("batch/v1/jobs", "Job"),
-        ("v1/pods", "Pod"),
-        ("v1/events", "Event"),
-        ("v1/namespaces", "Namespace"),
-        ("apiextensions.k8s.io/v1/customresourcedefinitions", "CustomResourceDefinition"),
-        ("dataops.io/v1alpha1/ingestionsources", "IngestionSource"),
-    ]:
-        kmock.resources[res] = {
-            "kind": kind,
-            "namespaced": kind not in ("Namespace", "CustomResourceDefinition"),
-            "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"],
-        }
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "current-context": "kmock",
-        "clusters": [{"name": "kmock", "cluster": {"server": str(kmock.url).rstrip("/")}}],
-        "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "u", "namespace": "default"}}],
-        "users": [{"name": "u", "user": {"token": "test"}}],
-    }
-    path = tmp_path / "kubeconfig"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    monkeypatch.setenv("KUBECONFIG", str(path))
-    monkeypatch.setenv("DATAOPS_WORKER_IMAGE", "worker:test")
-    yield kmock
-
-
-async def wait_for(probe: Callable[[], Any], timeout: float = 60.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.1)
-
-
-async def get_json(k: kmock.KubernetesEmulator, url: str) -> dict[str, Any] | None:
-    resp = await k.get(url)
-    return await resp.json() if resp.status == 200 else None
-
-
-async def finish_job(k: kmock.KubernetesEmulator, name: str, exit_code: int, result: dict[str, Any]) -> None:
-    """What the Job controller and the kubelet would write when the stage's process ends."""
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": f"{name}-pod", "namespace": "default", "labels": {"job-name": name}},
-        "status": {
-            "phase": "Succeeded" if exit_code == 0 else "Failed",
-            "containerStatuses": [
-                {
-                    "name": "stage",
-                    "state": {"terminated": {"exitCode": exit_code, "message": json.dumps(result)}},
-                }
-            ],
-        },
-    }
-    await k.post(PODS, json=pod)
-    condition = "Complete" if exit_code == 0 else "Failed"
-    await k.patch(
-        f"{JOBS}/{name}/status",
-        json={"status": {"conditions": [{"type": condition, "status": "True"}]}},
-        headers={"Content-Type": "application/merge-patch+json"},
-    )
-
-
-def operator() -> KopfRunner:
-    return KopfRunner(["run", "--standalone", "--all-namespaces", "-m", "controller.handlers"])
 
 
 async def test_a_run_goes_through_its_stages_one_job_each(cluster: kmock.KubernetesEmulator) -> None:
@@ -234,11 +151,6 @@ def ingestion_source(prefix: Path) -> dict[str, Any]:
             },
         },
     }
-
-
-async def list_runs(k: kmock.KubernetesEmulator) -> list[dict[str, Any]]:
-    data = await get_json(k, RUNS)
-    return [r for r in (data or {}).get("items", []) if r.get("metadata")]
 
 
 async def test_a_source_owns_a_forbid_cronjob_and_runs_each_new_file_once(

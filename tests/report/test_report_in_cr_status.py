@@ -9,16 +9,8 @@ from typing import Any
 import kmock
 import pytest
 
-from tests.integration.test_controller_kmock import (
-    JOBS,
-    RUNS,
-    SPEC,
-    cluster,  # noqa: F401  (the fixture)
-    finish_job,
-    get_json,
-    operator,
-    wait_for,
-)
+from tests.integration.test_controller_kmock import SPEC
+from tests.kmock_cluster import JOBS, RUNS, finish_job, get_json, operator, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +18,7 @@ REPORT = "gs://reports-bucket/runs/default/shown/report.html"
 
 
 async def test_report_of_the_last_stage_is_in_the_runs_status(
-    cluster: kmock.KubernetesEmulator,  # noqa: F811
+    cluster: kmock.KubernetesEmulator,
 ) -> None:
     spec = {k: v for k, v in SPEC.items() if k != "transform"}
     await cluster.post(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from google.api_core import exceptions as gexc
 
-from beam.warehouse import LineageRecord, WarehouseConfig, WarehouseError, warehouse_config
+from beam.adapters import WarehouseConfig, warehouse_config
+from beam.warehouse import LineageRecord, WarehouseError
 from beam.warehouse.bigquery_warehouse import explain, job_id_base, job_labels, retryable
 from controller.spec import Warehouse
 
