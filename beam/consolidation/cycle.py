@@ -377,9 +377,12 @@ class _Cycle:
             self.result.dataflow_job = job.to_json()
             self.fault("after_launch")
 
-        def heartbeat() -> None:
-            with self.warehouse.connect() as con:
-                self.lock.refresh(con)
+        def heartbeat() -> None:  # a missed refresh is not fatal: the lock lasts lock_ttl_seconds
+            try:
+                with self.warehouse.connect() as con:
+                    self.lock.refresh(con)
+            except duckdb.Error as exc:
+                log.warning("consolidation %s: the lock was not refreshed: %s", plan.source_name, exc)
 
         job = run_job(
             self.dataflow,

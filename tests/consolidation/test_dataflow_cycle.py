@@ -176,6 +176,31 @@ def test_a_cycle_retried_after_its_pod_died_reattaches_to_the_running_job(
     assert world.target_rows() == world.reference()
 
 
+def test_the_lock_is_kept_while_the_job_runs_so_a_second_cycle_neither_merges_nor_launches(
+    double: DataflowDouble, settings: DataflowSettings, tmp_path: Path
+) -> None:
+    world = new_world(tmp_path / "work", "dataflow")
+    double.hold()
+
+    first = cycle_process(world, pod_env(settings), "--lock-ttl", "3")
+    wait_for(lambda: double.jobs)
+    wait_for(lambda: lock_held_for(world) > 4.0)  # refreshed past its 3 s while the job runs
+    second = world.cycle(dataflow=on_dataflow(settings), lock_wait_seconds=0)
+    double.release()
+    out, err = first.communicate(timeout=300)
+
+    assert second.status == "Skipped"
+    assert first.returncode == 0, err[-2000:]
+    assert json.loads(out)["status"] == "Merged"
+    assert len(double.jobs) == launch_requests(double) == 1
+    assert world.target_rows() == world.reference()
+
+
+def lock_held_for(world: World) -> float:
+    rows = world.query("SELECT epoch(expires_at) - epoch(acquired_at) FROM _dataops.locks")
+    return float(rows[0][0]) if rows else 0.0
+
+
 def test_a_failed_job_fails_the_cycle_with_its_error_and_merges_nothing(
     double: DataflowDouble, settings: DataflowSettings, tmp_path: Path
 ) -> None:
