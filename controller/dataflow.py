@@ -45,6 +45,7 @@ TERMINAL_STATES = frozenset({DONE, FAILED, CANCELLED, "JOB_STATE_DRAINED", "JOB_
 _NAME_INVALID = re.compile(r"[^a-z0-9-]+")
 _LABEL_INVALID = re.compile(r"[^a-z0-9_-]+")
 TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
+CONTROLLER_IDENTITY = "The controller's service account"
 
 
 class DataflowError(Exception):
@@ -113,6 +114,30 @@ def job_name(namespace: str, run: str, stage: str, attempt: int) -> str:
     return _short(base, 1024 - len(suffix)) + suffix
 
 
+def consolidation_job_name(source: str, window: str) -> str:
+    """``dataops-consolidate-<namespace>-<name>-<window>`` of an IngestionSource (``namespace/name``).
+
+    ``window`` names what the cycle merges (its watermarks and ids): a cycle retried after its pod died
+    asks for the same name, and Dataflow's 409 for an active job of that name re-attaches it.
+    """
+    base = _NAME_INVALID.sub("-", f"dataops-consolidate-{source}".lower()).strip("-")
+    suffix = f"-{_NAME_INVALID.sub('-', window.lower()).strip('-')}"
+    return _short(base, 1024 - len(suffix)) + suffix
+
+
+def consolidation_labels(settings: DataflowSettings, source: str, cycle: str, window: str) -> dict[str, str]:
+    """The labels of a consolidation job: the installation's, then the source, its cycle and window."""
+    namespace, _, name = source.rpartition("/")
+    return {
+        **{label_value(k): label_value(v) for k, v in settings.labels.items()},
+        "managed-by": "dataops-operator",
+        "dataops-namespace": label_value(namespace),
+        "dataops-source": label_value(name),
+        "dataops-cycle": label_value(cycle),
+        "dataops-window": label_value(window),
+    }
+
+
 def label_value(text: str) -> str:
     """A GCP label value: lowercase letters, digits, ``_`` and ``-``, at most 63 characters."""
     return _short(_LABEL_INVALID.sub("-", text.lower()), 63)
@@ -146,7 +171,9 @@ def _google_error(response: httpx.Response) -> tuple[str, str, dict[str, str]]:
     return str(error.get("message", "")), str(error.get("status", "")), metadata
 
 
-def _permission_message(what: str, settings: DataflowSettings, detail: str, meta: dict[str, str]) -> str:
+def _permission_message(
+    what: str, settings: DataflowSettings, detail: str, meta: dict[str, str], identity: str
+) -> str:
     permission = meta.get("permission", "")
     needed = f" ({permission})" if permission else ""
     roles = f"roles/dataflow.developer on project {settings.project}{needed}"
@@ -154,10 +181,7 @@ def _permission_message(what: str, settings: DataflowSettings, detail: str, meta
         roles += (
             f", and roles/iam.serviceAccountUser on the worker service account {settings.service_account}"
         )
-    return (
-        f"Dataflow refused to {what}: permission denied. The controller's service account needs {roles}. "
-        f"Dataflow said: {detail}"
-    )
+    return f"Dataflow refused to {what}: permission denied. {identity} needs {roles}. Dataflow said: {detail}"
 
 
 def location_url(settings: DataflowSettings) -> str:
@@ -244,8 +268,10 @@ class DataflowClient:
         attempts: int = 6,
         backoff_seconds: float = 1.0,
         max_backoff_seconds: float = 30.0,
+        identity: str = CONTROLLER_IDENTITY,
     ) -> None:
         self.settings = settings
+        self.identity = identity  # who launches, as a 403 names it
         self._token = token or (_no_token if settings.anonymous else adc_token_source())
         self._http = http or httpx.AsyncClient(timeout=httpx.Timeout(60.0))
         self.attempts = attempts
@@ -301,7 +327,9 @@ class DataflowClient:
     def _error(self, what: str, code: int, status: str, message: str, meta: dict[str, str]) -> DataflowError:
         reason = meta.get("reason", "") or status
         if code == 403:
-            return PermissionDenied(_permission_message(what, self.settings, message, meta), code, reason)
+            return PermissionDenied(
+                _permission_message(what, self.settings, message, meta, self.identity), code, reason
+            )
         if code == 409:
             return AlreadyExists(message, code, reason)
         if code == 404:

@@ -10,7 +10,7 @@ import hashlib
 import json
 from typing import Any
 
-from controller.settings import Settings
+from controller.settings import Settings, consolidation_dataflow_env
 from controller.spec import API_VERSION
 
 MANAGED_BY = "dataops-operator"
@@ -200,13 +200,11 @@ def build_consolidation_cronjob(source: dict[str, Any], settings: Settings) -> d
     }
     history = int(spec.get("historyLimit", 10))
     args = [f"env:{SOURCE_ENV}", "--workdir", settings.workdir, "--result-file", TERMINATION_LOG]
-    pod_spec = _worker_pod_spec(
-        "consolidate",
-        "beam.consolidation",
-        args,
-        [{"name": SOURCE_ENV, "value": source_document(source)}],
-        settings,
-    )
+    env = [{"name": SOURCE_ENV, "value": source_document(source)}]
+    if cons.get("runner") == "dataflow":  # the pod launches its job as the controller would (worker.env wins)
+        dataflow = consolidation_dataflow_env(settings)
+        env += [{"name": k, "value": v} for k, v in sorted(dataflow.items()) if k not in settings.extra_env]
+    pod_spec = _worker_pod_spec("consolidate", "beam.consolidation", args, env, settings)
     cron: dict[str, Any] = {
         "schedule": cons["schedule"],
         "concurrencyPolicy": "Forbid",

@@ -24,6 +24,7 @@ class DataflowSettings:
     project: str = ""
     region: str = ""
     template: str = ""  # gs:// path of the stage flex template spec
+    consolidation_template: str = ""  # gs:// path of the consolidation flex template spec
     service_account: str = ""  # the workers' service account (email)
     network: str = ""
     subnetwork: str = ""
@@ -160,6 +161,7 @@ def dataflow_settings(env: Mapping[str, str]) -> DataflowSettings:
         project=env.get("DATAOPS_DATAFLOW_PROJECT", ""),
         region=env.get("DATAOPS_DATAFLOW_REGION", ""),
         template=env.get("DATAOPS_DATAFLOW_TEMPLATE", ""),
+        consolidation_template=env.get("DATAOPS_DATAFLOW_CONSOLIDATION_TEMPLATE", ""),
         service_account=env.get("DATAOPS_DATAFLOW_SERVICE_ACCOUNT", ""),
         network=env.get("DATAOPS_DATAFLOW_NETWORK", ""),
         subnetwork=env.get("DATAOPS_DATAFLOW_SUBNETWORK", ""),
@@ -171,3 +173,27 @@ def dataflow_settings(env: Mapping[str, str]) -> DataflowSettings:
         endpoint=env.get("DATAOPS_DATAFLOW_ENDPOINT") or DataflowSettings.endpoint,
         anonymous=credentials == "anonymous",
     )
+
+
+def consolidation_dataflow_env(settings: Settings) -> dict[str, str]:
+    """The environment a consolidation CronJob pod of ``runner: dataflow`` launches its job with: the
+    controller's Dataflow settings, read back by :func:`dataflow_settings` in the pod, where the
+    template is the consolidation one."""
+    df = settings.dataflow
+    env = {
+        "DATAOPS_DATAFLOW_PROJECT": df.project,
+        "DATAOPS_DATAFLOW_REGION": df.region,
+        "DATAOPS_DATAFLOW_TEMPLATE": df.consolidation_template,
+        "DATAOPS_DATAFLOW_SERVICE_ACCOUNT": df.service_account,
+        "DATAOPS_DATAFLOW_NETWORK": df.network,
+        "DATAOPS_DATAFLOW_SUBNETWORK": df.subnetwork,
+        "DATAOPS_DATAFLOW_TEMP_LOCATION": df.temp_location,
+        "DATAOPS_DATAFLOW_STAGING_LOCATION": df.staging_location,
+        "DATAOPS_DATAFLOW_LABELS": json.dumps(dict(df.labels), sort_keys=True) if df.labels else "",
+        "DATAOPS_DATAFLOW_MAX_WORKERS": str(df.max_workers) if df.max_workers else "",
+        "DATAOPS_DATAFLOW_USE_PUBLIC_IPS": "true" if df.use_public_ips else "false",
+        "DATAOPS_DATAFLOW_ENDPOINT": "" if df.endpoint == DataflowSettings.endpoint else df.endpoint,
+        "DATAOPS_DATAFLOW_CREDENTIALS": "anonymous" if df.anonymous else "adc",
+        "DATAOPS_DATAFLOW_POLL_SECONDS": str(int(settings.dataflow_poll_seconds)),
+    }
+    return {name: value for name, value in env.items() if value}

@@ -682,6 +682,19 @@ class Consolidation(Model):
     topic: str = Field(default="operation-ids", pattern=TOPIC_NAME)
     subscription: str = Field(default="operation-ids-sub", pattern=TOPIC_NAME)
     batch_size: int = Field(default=10000, ge=1, le=10_000_000, alias="batchSize")
+    runner: Literal["direct", "dataflow"] = Field(
+        default="direct",
+        description="Where each cycle's Beam pipeline runs: direct (inside the CronJob's pod) or dataflow"
+        " (a job from the consolidation flex template, launched and awaited by the pod).",
+    )
+    job_timeout_seconds: int = Field(
+        default=3600,
+        ge=60,
+        le=7 * 86400,
+        alias="jobTimeoutSeconds",
+        description="runner: dataflow: a cycle's job still running after this long is cancelled, and the"
+        " cycle fails (nothing merged).",
+    )
 
     @field_validator("schedule")
     @classmethod

@@ -45,7 +45,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --find-links=/wheels /wheels/dataops_operator-*.whl "apache-beam[gcp]==${BEAM_VERSION}" \
-    && python -c "import apache_beam, beam.pipelines.tds, beam.pipelines.bds, beam.stages.flex; assert apache_beam.__version__ == '${BEAM_VERSION}'" \
+    && python -c "import apache_beam, beam.pipelines.tds, beam.pipelines.bds, beam.stages.flex, beam.consolidation.flex; assert apache_beam.__version__ == '${BEAM_VERSION}'" \
     && groupadd --system --gid 10001 dataops \
     && useradd --system --uid 10001 --gid dataops --home-dir /template --no-create-home --shell /usr/sbin/nologin dataops \
     && install --directory --owner=10001 --group=10001 --mode=0755 /template
@@ -57,6 +57,8 @@ WORKDIR /template
 # defaults to ${PIPELINE} (flex.py, the stage entry the controller launches); the TDS and BDS specs override
 # FLEX_TEMPLATE_PYTHON_PY_FILE (images/README.md).
 COPY --chown=10001:10001 beam/stages/flex.py beam/pipelines/tds.py beam/pipelines/bds.py ./
+# The consolidation spec's entry file (FLEX_TEMPLATE_PYTHON_PY_FILE=/template/consolidation/flex.py).
+COPY --chown=10001:10001 beam/consolidation/flex.py consolidation/
 
 # Dependencies are all installed above: no requirements file, setup file or extra packages to stage at launch.
 ENV FLEX_TEMPLATE_PYTHON_PY_FILE=/template/${PIPELINE}.py \

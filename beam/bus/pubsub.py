@@ -108,7 +108,11 @@ class PubSubBus:
         except (gexc.DeadlineExceeded, gexc.ServiceUnavailable):
             return []
         except gexc.NotFound as exc:
-            raise BusRefused(f"Pub/Sub subscription {subscription} does not exist: {exc.message}") from None
+            raise BusRefused(
+                f"Pub/Sub subscription {self._subscription(subscription)} does not exist: create it"
+                " (terraform/gke does) or fix its name, and grant roles/pubsub.subscriber on it to the"
+                f" service account that pulls; {exc.message}"
+            ) from None
         except gexc.PermissionDenied as exc:
             raise BusRefused(
                 f"permission denied pulling from Pub/Sub subscription {self._subscription(subscription)}:"

@@ -5,7 +5,12 @@ an IngestionSource YAML file, or ``env:NAME`` for its JSON/YAML in an environmen
 after the known ones go to Beam (``--runner``, ...).
 
 Exit status: 0 the cycle merged, had nothing to do, or found another cycle running (status Skipped);
-65 bad input (the spec, a missing table, an unknown column: do not retry); 1 failed (retry later).
+65 bad input (the spec, a missing table, an unknown column, no Dataflow settings: do not retry); 1 failed
+(retry later: the bus refused, the Dataflow job failed, timed out or was cancelled).
+
+With ``spec.consolidation.runner: dataflow`` the pipeline runs as a Dataflow job
+(:mod:`beam.consolidation.dataflow`), reached with the ``DATAOPS_DATAFLOW_*`` variables the controller
+gives the CronJob's pod (:func:`controller.settings.consolidation_dataflow_env`).
 With ``--output json`` the summary is JSON on stdout; otherwise a human summary goes to stderr.
 """
 
@@ -14,12 +19,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from beam.bus import BUS_KINDS, DEFAULT_ACK_DEADLINE_SECONDS, BusError, open_bus
 from beam.consolidation.cycle import DEFAULT_PULL_TIMEOUT_SECONDS, CycleResult, run_cycle
+from beam.consolidation.dataflow import CycleCancelled, DataflowCycleError, DataflowRun
 from beam.consolidation.lock import DEFAULT_TTL_SECONDS, DEFAULT_WAIT_SECONDS
 from beam.consolidation.merge import MergeRefused
 from beam.consolidation.messages import IdsNotReturned
@@ -27,6 +35,7 @@ from beam.consolidation.plan import ConsolidationError
 from beam.consolidation.spec_file import load_ingestion_source
 from beam.stages.context import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from beam.storage.workdir import StageWorkdir
+from controller.settings import SettingsError, dataflow_settings
 from controller.spec import SpecError
 
 log = logging.getLogger("dataops.consolidation")
@@ -107,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         source = load_ingestion_source(args.spec)
         workdir = StageWorkdir.open(args.workdir).local  # no run files: nothing to mirror to a bucket
+        dataflow = DataflowRun(dataflow_settings(os.environ), _poll_seconds(os.environ))
         bus = open_bus(workdir, args.bus)
         try:
             result = run_cycle(
@@ -118,11 +128,16 @@ def main(argv: list[str] | None = None) -> int:
                 ack_deadline_seconds=args.ack_deadline,
                 pull_timeout_seconds=args.pull_timeout,
                 beam_args=[a for a in beam_args if a != "--"],
+                dataflow=dataflow,
             )
         finally:
             bus.close()
-    except (SpecError, ConsolidationError) as exc:
+    except (SpecError, ConsolidationError, SettingsError) as exc:
         return _fail(args, "BadInput", str(exc), EXIT_BAD_INPUT)
+    except DataflowCycleError as exc:  # nothing merged: the job's own words, and its name and id
+        return _fail(args, exc.reason, str(exc), EXIT_BAD_INPUT if exc.bad_input else EXIT_FAILED)
+    except CycleCancelled as exc:
+        return _fail(args, "Cancelled", f"{exc}; its Dataflow job was cancelled, nothing merged", EXIT_FAILED)
     except (BusError, IdsNotReturned, MergeRefused) as exc:  # retryable: nothing merged, nothing lost
         return _fail(args, type(exc).__name__, str(exc), EXIT_FAILED)
     except Exception as exc:  # unexpected: the traceback helps, and the next cycle starts over all the same
@@ -147,6 +162,14 @@ def _fail(args: argparse.Namespace, reason: str, message: str, code: int) -> int
     return code
 
 
+def _poll_seconds(env: Mapping[str, str]) -> float:
+    raw = env.get("DATAOPS_DATAFLOW_POLL_SECONDS") or "30"
+    try:
+        return max(float(raw), 0.1)
+    except ValueError:
+        raise SettingsError(f"DATAOPS_DATAFLOW_POLL_SECONDS={raw!r} is not a number of seconds") from None
+
+
 RESULT_MESSAGE_CHARS = 1000
 """A termination message holds 4 KiB: the result file keeps the message short."""
 
@@ -165,7 +188,7 @@ def short_result(result: CycleResult) -> dict[str, Any]:
         "watermark": result.watermark_after,
         "durationSeconds": result.duration_seconds,
         "message": result.message[:RESULT_MESSAGE_CHARS],
-    }
+    } | ({"dataflowJob": result.dataflow_job} if result.dataflow_job else {})
 
 
 def _write_result(path: Path, doc: dict[str, Any]) -> None:

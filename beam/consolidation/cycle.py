@@ -20,6 +20,7 @@ row at least as recent in ``(cursor, id)``, so merging an id again never moves a
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import time
@@ -32,6 +33,15 @@ from typing import Any
 import duckdb
 
 from beam.bus import DEFAULT_ACK_DEADLINE_SECONDS, MessageBus, OutgoingMessage, open_bus
+from beam.consolidation.dataflow import (
+    DataflowRun,
+    LaunchedJob,
+    launch_parameters,
+    run_job,
+    window_folder,
+    window_key,
+    write_ids,
+)
 from beam.consolidation.duck import ensure_meta, fetch_arrow, table_types
 from beam.consolidation.faults import FaultHook, faults_from_env
 from beam.consolidation.lock import DEFAULT_TTL_SECONDS, DEFAULT_WAIT_SECONDS, LockHeld, WarehouseLock
@@ -45,11 +55,19 @@ from beam.consolidation.messages import (
     sort_deliveries,
     source_messages,
 )
-from beam.consolidation.plan import ConsolidationPlan, Position, compile_plan, lock_name, safe_name
+from beam.consolidation.plan import (
+    STAGING_PARTS,
+    ConsolidationPlan,
+    Position,
+    compile_plan,
+    lock_name,
+    safe_name,
+)
 from beam.consolidation.sql import ID_TEXT, CycleRecord, TransactionPlan, rejoin_sql
 from beam.consolidation.watermark import Window, next_window, read_watermarks, watermarks_json
 from beam.warehouse import DuckDBWarehouse, open_warehouse
-from controller.spec import Consolidation, IngestionSource, IngestionSourceSpec
+from controller.settings import DataflowSettings
+from controller.spec import API_VERSION, Consolidation, IngestionSource, IngestionSourceSpec
 
 log = logging.getLogger("dataops.consolidation")
 
@@ -85,6 +103,7 @@ class CycleResult:
     watermark_after: dict[str, Any] = field(default_factory=dict)
     started_at: str = ""
     duration_seconds: float = 0.0
+    dataflow_job: dict[str, str] | None = None  # runner: dataflow: the job's name, id and state
 
     @property
     def merged(self) -> int:
@@ -116,7 +135,7 @@ class CycleResult:
             "watermark": {"before": self.watermark_before, "after": self.watermark_after},
             "startedAt": self.started_at,
             "durationSeconds": self.duration_seconds,
-        }
+        } | ({"dataflowJob": self.dataflow_job} if self.dataflow_job else {})
 
 
 def consolidation_of(source: Source) -> tuple[str, Consolidation]:
@@ -183,11 +202,16 @@ def run_cycle(
     pull_timeout_seconds: float = DEFAULT_PULL_TIMEOUT_SECONDS,
     beam_args: Sequence[str] = (),
     buckets: int | None = None,
+    dataflow: DataflowRun | None = None,
+    job_timeout_seconds: float | None = None,
 ) -> CycleResult:
     """Run one cycle of ``source`` on the warehouse of ``workdir``; raises ConsolidationError on bad
     input (missing table, unknown column), returns status Skipped when another cycle holds the lock.
 
-    ``faults`` is called at each fault point (default: ``$DATAOPS_FAULTPOINT``)."""
+    ``faults`` is called at each fault point (default: ``$DATAOPS_FAULTPOINT``). With
+    ``spec.consolidation.runner: dataflow`` the pipeline is a Dataflow job, reached with ``dataflow``
+    (the pod's settings) and cancelled after ``job_timeout_seconds`` (default: the spec's); a job that
+    does not succeed raises :class:`~beam.consolidation.dataflow.DataflowCycleError`."""
     now = (now or datetime.now(UTC)).astimezone(UTC)
     name, spec = consolidation_of(source)
     cycle = _Cycle(
@@ -205,6 +229,8 @@ def run_cycle(
         ack_deadline=ack_deadline_seconds,
         beam_args=list(beam_args),
         buckets=buckets,
+        dataflow=dataflow or DataflowRun(DataflowSettings()),
+        job_timeout=float(job_timeout_seconds or spec.job_timeout_seconds),
     )
     cycle.lock = WarehouseLock(
         cycle.warehouse,
@@ -235,6 +261,8 @@ class _Cycle:
     ack_deadline: int
     beam_args: list[str]
     buckets: int | None
+    dataflow: DataflowRun
+    job_timeout: float
     lock: WarehouseLock = field(init=False)
     started: float = field(default_factory=time.monotonic)
 
@@ -316,6 +344,8 @@ class _Cycle:
         """The Beam pipeline over ``ids``; the glob of its parquet parts (``None``: nothing to stage)."""
         if not ids:
             return None
+        if consolidation_of(self.source)[1].runner == "dataflow":
+            return self.stage_on_dataflow(plan, found, ids)
         # Beam takes seconds to import: a cycle with nothing to stage (or a bad spec) answers without it.
         from beam.consolidation.pipeline import run_pipeline
         from beam.pipelines.chunks import DEFAULT_BUCKETS, pipeline_options
@@ -326,6 +356,46 @@ class _Cycle:
         buckets = self.buckets or DEFAULT_BUCKETS
         staged = run_pipeline(plan, self.warehouse.path, ids, upto, staging, options, buckets=buckets)
         return str(staged["parts"])
+
+    def stage_on_dataflow(self, plan: ConsolidationPlan, found: _Extract, ids: list[str]) -> str:
+        """The pipeline as the window's Dataflow job (launched, or re-attached when a retried cycle of
+        the same window finds it running); the glob of the parts it wrote."""
+        before, upto = watermarks_json(found.before), watermarks_json(found.upto)
+        window = window_key(before, upto, ids)
+        root = self.workdir / "consolidation" / safe_name(plan.source_name) / "dataflow"
+        folder = window_folder(root, window)
+        parameters = launch_parameters(
+            source_document(self.source),
+            self.workdir,
+            write_ids(folder, ids),
+            folder,
+            found.upto[plan.source.name],
+            self.buckets,
+        )
+
+        def launched(job: LaunchedJob) -> None:
+            self.result.dataflow_job = job.to_json()
+            self.fault("after_launch")
+
+        def heartbeat() -> None:  # a missed refresh is not fatal: the lock lasts lock_ttl_seconds
+            try:
+                with self.warehouse.connect() as con:
+                    self.lock.refresh(con)
+            except duckdb.Error as exc:
+                log.warning("consolidation %s: the lock was not refreshed: %s", plan.source_name, exc)
+
+        job = run_job(
+            self.dataflow,
+            plan.source_name,
+            self.result.cycle_id,
+            window,
+            parameters,
+            timeout_seconds=self.job_timeout,
+            on_launch=launched,
+            heartbeat=heartbeat,
+        )
+        self.result.dataflow_job = job.to_json()
+        return str(folder / STAGING_PARTS / "part-*.parquet")
 
     def commit(
         self, con: duckdb.DuckDBPyConnection, plan: ConsolidationPlan, found: _Extract, staged: bool
@@ -358,6 +428,20 @@ class _Cycle:
         counts = merge_staging_into_target(con, plan, tx)
         r.status = "Merged"
         r.inserted, r.updated, r.unchanged = counts.inserted, counts.updated, counts.unchanged
+
+
+def source_document(source: Source) -> str:
+    """The IngestionSource as JSON, as a Dataflow job of the cycle reads it back."""
+    if isinstance(source, IngestionSource):
+        return json.dumps(source.model_dump(mode="json", by_alias=True, exclude_none=True), sort_keys=True)
+    _, spec = consolidation_of(source)
+    doc = {
+        "apiVersion": API_VERSION,
+        "kind": "IngestionSource",
+        "metadata": {"name": "consolidation"},
+        "spec": {"consolidation": spec.model_dump(mode="json", by_alias=True, exclude_none=True)},
+    }
+    return json.dumps(doc, sort_keys=True)
 
 
 def extract(con: duckdb.DuckDBPyConnection, plan: ConsolidationPlan, cycle_id: str) -> _Extract:

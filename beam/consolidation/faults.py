@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping
 
 FAULT_POINTS = ("after_extract", "after_publish", "after_stage", "after_merge")
 """In cycle order; ``after_merge``: the merge has committed, the acknowledgement has not happened."""
+DATAFLOW_FAULT_POINTS = ("after_launch",)
+"""Reached only with ``runner: dataflow``: the job is launched, the pod dies before it is done."""
 
 FAULT_EXIT_STATUS = 137
 FAULTPOINT_ENV = "DATAOPS_FAULTPOINT"
@@ -25,9 +27,10 @@ def no_faults(point: str) -> None:
 
 def exit_at(name: str) -> FaultHook:
     """A hook that kills the process at ``name``."""
-    if name not in FAULT_POINTS:
+    if name not in FAULT_POINTS + DATAFLOW_FAULT_POINTS:
         raise ValueError(
-            f"{FAULTPOINT_ENV}={name!r} is not a fault point; use one of {', '.join(FAULT_POINTS)}"
+            f"{FAULTPOINT_ENV}={name!r} is not a fault point; use one of"
+            f" {', '.join(FAULT_POINTS + DATAFLOW_FAULT_POINTS)}"
         )
 
     def hook(point: str) -> None:

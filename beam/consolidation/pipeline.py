@@ -25,11 +25,12 @@ from typing import Any
 
 import apache_beam as beam
 import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam.consolidation.duck import run_on_chunk
-from beam.consolidation.plan import ConsolidationPlan, Position
+from beam.consolidation.plan import STAGING_PARTS, ConsolidationPlan, Position
 from beam.consolidation.sql import ID_TEXT, Sql, dedupe_latest_sql, join_rows_sql, read_operations_sql
 from beam.pipelines.chunks import (
     CHUNK,
@@ -49,7 +50,6 @@ from beam.warehouse.duckdb_warehouse import DuckDBWarehouse
 
 log = logging.getLogger("dataops.consolidation")
 
-STAGING_PARTS = "rows"
 IDS_PER_CHUNK = 65536
 
 
@@ -165,9 +165,11 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
     )
     parser.add_argument("--spec", required=True, type=Path, help="the IngestionSource YAML")
     parser.add_argument("--workdir", required=True, type=Path, help="folder of the warehouse")
-    parser.add_argument("--ids", required=True, type=Path, help="a text file, one operation id per line")
-    parser.add_argument("--upto-cursor", required=True, help="the cycle's end: cursor, as text")
-    parser.add_argument("--upto-id", required=True, help="the cycle's end: id, as text")
+    parser.add_argument(
+        "--ids", required=True, help="a text file (local or gs://), one operation id per line"
+    )
+    parser.add_argument("--upto-cursor", default=None, help="the cycle's end: cursor, as text")
+    parser.add_argument("--upto-id", default="", help="the cycle's end: id, as text")
     parser.add_argument("--staging", required=True, help="folder (local or gs://) for the parquet parts")
     parser.add_argument("--buckets", type=int, default=DEFAULT_BUCKETS, help="shuffle buckets (output parts)")
     return parser.parse_known_args(argv)
@@ -183,8 +185,10 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     source = load_ingestion_source(args.spec)
     warehouse = open_warehouse(args.workdir)
     plan = plan_for(source, warehouse)
-    ids = [line.strip() for line in args.ids.read_text(encoding="utf-8").splitlines() if line.strip()]
-    upto = Position(args.upto_cursor, (args.upto_id,))
+    with FileSystems.open(args.ids) as found:
+        text = found.read().decode("utf-8")
+    ids = [line.strip() for line in text.splitlines() if line.strip()]
+    upto = None if args.upto_cursor is None else Position(args.upto_cursor, (args.upto_id,))
     return run_pipeline(
         plan, warehouse.path, ids, upto, args.staging, pipeline_options(beam_args), buckets=args.buckets
     )

@@ -16,6 +16,8 @@ from typing import Any, Literal
 from controller.spec import Consolidation
 
 META_DATASET = "_dataops"
+STAGING_PARTS = "rows"
+"""The staging pipeline writes ``<staging>/rows/part-<bucket>.parquet``."""
 """The dataset (DuckDB schema) of the watermarks, locks, cycle records and staging tables."""
 
 ORDERABLE_TYPES = frozenset(

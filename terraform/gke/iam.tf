@@ -99,7 +99,7 @@ resource "google_project_iam_member" "dataflow_launchers" {
   #checkov:skip=CKV_GCP_49:Dataflow jobs can only be launched with roles/dataflow.developer (project scope only); impersonation is bounded by actAs granted on the worker service account alone.
   for_each = {
     controller = local.controller # flex template launches, polls and cancels
-    worker     = local.worker     # the Beam launcher Job submits DataflowRunner pipelines
+    worker     = local.worker     # the Beam launcher Job submits DataflowRunner pipelines; dataflow consolidation cycles launch theirs
   }
 
   project = var.project_id

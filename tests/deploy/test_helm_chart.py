@@ -454,6 +454,7 @@ def test_dataflow_values_reach_the_controller_settings() -> None:
         project="my-project",
         region="europe-west1",
         template="gs://b/templates/stage.json",
+        consolidation_template="gs://b/templates/consolidation.json",
         service_account="worker@my-project.iam.gserviceaccount.com",
         network="dataops",
         subnetwork="regions/europe-west1/subnetworks/nodes",
@@ -467,6 +468,11 @@ def test_dataflow_values_reach_the_controller_settings() -> None:
         sets=("dataflow.templateSpec=gs://b/t/stage-1.2.json", "dataflow.templateSpecPrefix=gs://x")
     )
     assert settings_from_env(explicit.controller_env).dataflow.template == "gs://b/t/stage-1.2.json"
+    consolidation = render(sets=("dataflow.consolidationTemplateSpec=gs://b/t/consolidation-1.2.json",))
+    assert (
+        settings_from_env(consolidation.controller_env).dataflow.consolidation_template
+        == "gs://b/t/consolidation-1.2.json"
+    )
 
 
 def test_worker_env_wins_over_the_gcp_variables() -> None:

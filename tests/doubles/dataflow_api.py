@@ -16,9 +16,12 @@ It answers the calls the controller makes, with the shapes the REST reference do
 
 Errors come in Google's JSON error shape (``{"error": {"code", "message", "status", "details"}}``).
 
-A launch starts the stage's own command, ``python -m beam.stages <stage> ...`` built from the launch
-parameters by the template's entry file (:mod:`beam.stages.flex`), as a local process on the
-DirectRunner. The job is ``JOB_STATE_RUNNING`` while the process runs, then ``JOB_STATE_DONE`` or
+A launch starts what the template's entry file runs, as a local process on the DirectRunner: for the
+stage template, the stage's own command ``python -m beam.stages <stage> ...`` built from the launch
+parameters (:mod:`beam.stages.flex`); for the consolidation template (a spec named
+``consolidation.json``, as the chart names it), the entry file itself with the parameters as the
+launcher passes them, ``python -m beam.consolidation.flex --source=... --workdir=...``, which runs the
+real consolidation pipeline. The job is ``JOB_STATE_RUNNING`` while the process runs, then ``JOB_STATE_DONE`` or
 ``JOB_STATE_FAILED`` (its error message taken from the stage's result) from the process's outcome;
 cancelling kills the process (``JOB_STATE_CANCELLED``).
 
@@ -46,6 +49,7 @@ from typing import Any
 
 from aiohttp import web
 
+from beam.consolidation.flex import pipeline_command
 from beam.stages.flex import stage_command
 from tests.doubles.google_errors import google_error
 from tests.doubles.loopback import LoopbackServer
@@ -348,18 +352,20 @@ class DataflowDouble:
         job = FakeJob(resource=resource, parameters=dict(param.get("parameters") or {}))
         self.jobs[job_id] = job
         try:
-            argv, env = stage_command(job.parameters)
+            command, env = self._entry(str(param.get("containerSpecGcsPath", "")), job)
         except ValueError as exc:
             job.forced = ("JOB_STATE_FAILED", f"Error occurred in the launcher container: {exc}")
             self._refresh(job)
             return job
         folder = self._tmp / job_id
         folder.mkdir()
-        job.result_file = folder / "result.json"
         job.log_file = folder / "stage.log"
+        if command[0] == "beam.stages":
+            job.result_file = folder / "result.json"
+            command = [*command, "--result-file", str(job.result_file)]
         with job.log_file.open("wb") as log:
             job.process = subprocess.Popen(
-                [sys.executable, "-m", "beam.stages", *argv, "--result-file", str(job.result_file)],
+                [sys.executable, "-m", *command],
                 env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
                 cwd=folder,
                 stdout=log,
@@ -369,6 +375,15 @@ class DataflowDouble:
             job.process.send_signal(signal.SIGSTOP)
         self._set_state(job, "JOB_STATE_RUNNING")
         return job
+
+    def _entry(self, template: str, job: FakeJob) -> tuple[list[str], dict[str, str]]:
+        """The module and arguments the template's entry file runs, and its environment."""
+        if template.rsplit("/", 1)[-1].startswith("consolidation"):
+            pipeline_command(job.parameters)  # refuses missing parameters, as the launcher would fail
+            flags = [f"--{name}={value}" for name, value in job.parameters.items()]
+            return ["beam.consolidation.flex", *flags], {}
+        argv, env = stage_command(job.parameters)
+        return ["beam.stages", *argv], env
 
     def _kill(self, job: FakeJob) -> None:
         if job.process is not None and job.process.poll() is None:

@@ -155,6 +155,15 @@ Application: argocd.argoproj.io/sync-options). Takes (list $ crd).
 {{- end }}
 
 
+{{/* The consolidation flex template spec: dataflow.consolidationTemplateSpec, else <templateSpecPrefix>/consolidation.json. */}}
+{{- define "dataops-operator.dataflowConsolidationTemplate" -}}
+{{- if .Values.dataflow.consolidationTemplateSpec -}}
+{{- .Values.dataflow.consolidationTemplateSpec -}}
+{{- else if .Values.dataflow.templateSpecPrefix -}}
+{{- printf "%s/consolidation.json" (trimSuffix "/" .Values.dataflow.templateSpecPrefix) -}}
+{{- end -}}
+{{- end }}
+
 {{/* The stage flex template spec the controller launches: dataflow.templateSpec, else <templateSpecPrefix>/stage.json. */}}
 {{- define "dataops-operator.dataflowTemplate" -}}
 {{- if .Values.dataflow.templateSpec -}}
