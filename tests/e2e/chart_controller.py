@@ -90,7 +90,7 @@ class Controller:
         return lines
 
 
-def _render_chart(cluster: Cluster, system: str, watched: str) -> list[dict[str, Any]]:
+def render_chart(cluster: Cluster, system: str, watched: str) -> list[dict[str, Any]]:
     done = cluster.helm(
         "template",
         RELEASE,
@@ -126,7 +126,7 @@ def system_namespace(control_plane: Cluster) -> Iterator[str]:
 def chart_controller(
     control_plane: Cluster, node_agent: NodeAgent, kube_namespace: str, system_namespace: str, tmp_path: Path
 ) -> Iterator[tuple[Controller, Path]]:
-    docs = _render_chart(control_plane, system_namespace, kube_namespace)
+    docs = render_chart(control_plane, system_namespace, kube_namespace)
     _apply(control_plane, docs)
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     container = deployment["spec"]["template"]["spec"]["containers"][0]

@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from tests.controlplane.cluster import ApiError, Cluster
-from tests.e2e.chart_controller import EXAMPLE, Controller, _jobs, _render_chart, _wait, kc
+from tests.e2e.chart_controller import EXAMPLE, Controller, render_chart, job_names, kc, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -136,7 +136,7 @@ def test_every_verb_the_controller_uses_is_granted_and_every_verb_granted_is_use
     }
     kc(control_plane, "apply", "-f", "-", stdin=json.dumps(source))
     cronjob = ["get", "cronjob", "drops-consolidate", "-n", kube_namespace, "-o", "json"]
-    _wait(control_plane, "the source's CronJob", lambda: control_plane.kubectl(*cronjob).returncode == 0, 60)
+    wait_for(control_plane, "the source's CronJob", lambda: control_plane.kubectl(*cronjob).returncode == 0, 60)
     (drop / "inventory.csv").write_bytes((EXAMPLE / "inventory.csv").read_bytes())
 
     def status() -> dict[str, Any]:
@@ -148,19 +148,19 @@ def test_every_verb_the_controller_uses_is_granted_and_every_verb_granted_is_use
         out = kc(control_plane, "get", "pipelineruns", "-n", kube_namespace, "-o", "json")
         return [r["metadata"]["name"] for r in json.loads(out)["items"]]
 
-    _wait(control_plane, "a run for the dropped file", lambda: runs(), 60)
+    wait_for(control_plane, "a run for the dropped file", lambda: runs(), 60)
     merge = ["patch", "ingestionsource", "drops", "-n", kube_namespace, "--type=merge", "-p"]
     kc(control_plane, *merge, json.dumps({"spec": {"consolidation": {"schedule": "*/30 * * * *"}}}))
-    _wait(
+    wait_for(
         control_plane,
         "the CronJob's new schedule",
         lambda: json.loads(kc(control_plane, *cronjob))["spec"]["schedule"] == "*/30 * * * *",
         60,
     )
-    _wait(control_plane, "the run to finish and be pruned", lambda: not runs(), 180)
-    _wait(control_plane, "its Jobs to go", lambda: _jobs(control_plane, kube_namespace) == [], 60)
+    wait_for(control_plane, "the run to finish and be pruned", lambda: not runs(), 180)
+    wait_for(control_plane, "its Jobs to go", lambda: job_names(control_plane, kube_namespace) == [], 60)
     kc(control_plane, *merge, json.dumps({"spec": {"consolidation": None}}))
-    _wait(control_plane, "the CronJob to go", lambda: control_plane.kubectl(*cronjob).returncode != 0, 60)
+    wait_for(control_plane, "the CronJob to go", lambda: control_plane.kubectl(*cronjob).returncode != 0, 60)
     controller.stop()
 
     con = duckdb.connect(str(workdir / "warehouse.duckdb"), read_only=True)
@@ -169,7 +169,7 @@ def test_every_verb_the_controller_uses_is_granted_and_every_verb_granted_is_use
     finally:
         con.close()
     assert status()["files"]["runsCreated"] == 1
-    docs = _render_chart(control_plane, system_namespace, kube_namespace)
+    docs = render_chart(control_plane, system_namespace, kube_namespace)
     rules = bound_rules(docs, system_namespace, controller.account)
     used = audited_requests(
         control_plane.audit_log, f"system:serviceaccount:{system_namespace}:{controller.account}"
@@ -203,7 +203,7 @@ def test_a_run_author_cannot_declare_an_ingestion_source_and_a_namespace_admin_c
 ) -> None:
     """Tenancy's trust model on a real API server: an IngestionSource's spec.grants widen what the namespace's
     runs may reach, so the chart's -edit role (bound to run authors) may not create one; -admin may."""
-    docs = _render_chart(control_plane, system_namespace, kube_namespace)
+    docs = render_chart(control_plane, system_namespace, kube_namespace)
     crds = [d for d in docs if d["kind"] == "CustomResourceDefinition"]
     user_roles = {
         name.removeprefix("rbac.authorization.k8s.io/aggregate-to-"): d["metadata"]["name"]
