@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from tests.controlplane.cluster import ApiError, Cluster
-from tests.e2e.chart_controller import EXAMPLE, Controller, render_chart, job_names, kc, wait_for
+from tests.e2e.chart_controller import EXAMPLE, Controller, job_names, kc, render_chart, wait_for
 
 pytestmark = pytest.mark.e2e
 
