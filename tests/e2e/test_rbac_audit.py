@@ -136,7 +136,9 @@ def test_every_verb_the_controller_uses_is_granted_and_every_verb_granted_is_use
     }
     kc(control_plane, "apply", "-f", "-", stdin=json.dumps(source))
     cronjob = ["get", "cronjob", "drops-consolidate", "-n", kube_namespace, "-o", "json"]
-    wait_for(control_plane, "the source's CronJob", lambda: control_plane.kubectl(*cronjob).returncode == 0, 60)
+    wait_for(
+        control_plane, "the source's CronJob", lambda: control_plane.kubectl(*cronjob).returncode == 0, 60
+    )
     (drop / "inventory.csv").write_bytes((EXAMPLE / "inventory.csv").read_bytes())
 
     def status() -> dict[str, Any]:
