@@ -6,6 +6,7 @@ Handlers (``controller/handlers.py``) are one call each into this module.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import random
@@ -52,7 +53,7 @@ STAGE_SECONDS = Histogram(
 @dataclass(frozen=True)
 class Written:
     resource_version: str
-    status: dict[str, Any]
+    status: int  # the digest of the status
     generation: int
 
 
@@ -195,7 +196,7 @@ async def reconcile(rt: Runtime, namespace: str, name: str, body: dict[str, Any]
             if (isinstance(exc, KubeError) and exc.temporary) or isinstance(exc, DataflowError):
                 raise kopf.TemporaryError(str(exc), delay=delay) from None
             raise
-        body = await _hold(rt, body, result.status)
+        body = await _hold(rt, body)
         RECONCILES.labels("ok").inc()
         for ev in result.events:
             kopf.event(kopf.Body(body), type=ev.type, reason=ev.reason, message=ev.message[:1000])  # type: ignore[arg-type]
@@ -276,7 +277,7 @@ def _nothing_new(body: dict[str, Any], last: Written) -> bool:
     return bool(
         not meta.get("deletionTimestamp")
         and int(meta.get("generation", 1)) == last.generation
-        and (body.get("status") or {}) == last.status
+        and digest(body.get("status") or {}) == last.status
     )
 
 
@@ -288,17 +289,22 @@ def _is_at_least(body: dict[str, Any], last: Written) -> bool:
     against servers (and emulators) that do not bump resourceVersion: a stale event never overwrites a
     newer status.
     """
-    return (body.get("status") or {}) == last.status
+    return digest(body.get("status") or {}) == last.status
 
 
-async def _hold(rt: Runtime, body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+def digest(status: dict[str, Any]) -> int:
+    """A status, as what it says (key order aside): kept for every run instead of the status itself."""
+    return hash(json.dumps(status, sort_keys=True, separators=(",", ":"), default=str))
+
+
+async def _hold(rt: Runtime, body: dict[str, Any]) -> dict[str, Any]:
     """Put our finalizer on a run under way (once), and remember what our writes left.
 
     After the status write, not before the first Job: a Job made in between is still removed with its
     run by the garbage collector (it is owned by the run); the finalizer adds the cancelling of what the
     collector cannot see (a Dataflow job) and an orderly stop. A 409 is left to the next reconcile.
     """
-    meta = body["metadata"]
+    meta, status = body["metadata"], body.get("status") or {}
     key = _key(meta.get("namespace", "default"), meta["name"])
     finalizers = list(meta.get("finalizers") or [])
     if RUN_FINALIZER not in finalizers and status.get("phase") not in TERMINAL_PHASES:
@@ -319,7 +325,9 @@ async def _hold(rt: Runtime, body: dict[str, Any], status: dict[str, Any]) -> di
             if not exc.temporary:
                 raise
     meta = body["metadata"]
-    rt.written[key] = Written(str(meta.get("resourceVersion", "")), status, int(meta.get("generation", 1)))
+    rt.written[key] = Written(
+        str(meta.get("resourceVersion", "")), digest(status), int(meta.get("generation", 1))
+    )
     return body
 
 
