@@ -24,7 +24,7 @@ demo: $(STAMP)
 
 ## test: lint, types, the tools, the control plane and the browser the tests need (cached under ~/.cache/dataops), then every test
 test: $(STAMP) lint tools controlplane browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 ## controlplane: etcd, kube-apiserver, kube-controller-manager, kubectl, helm from the Go module proxy (once: minutes; then instant)
 controlplane:
