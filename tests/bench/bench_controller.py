@@ -288,21 +288,10 @@ class InstantKubelet:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def finished_runs(port: int) -> int:
-    """Runs the controller saw reach Succeeded or Failed, from its own /metrics."""
-    import urllib.request
-
-    try:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    except OSError:
-        return -1
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith("dataops_run_transitions_total{") and (
-            'phase="Succeeded"' in line or 'phase="Failed"' in line
-        ):
-            total += float(line.rsplit(" ", 1)[1])
-    return int(total)
+def unfinished(api: KubeApi, namespace: str) -> int:
+    """Runs of the namespace not Succeeded or Failed, from the API server (not the controller's word)."""
+    runs = api.get(RUNS.format(ns=namespace))["items"]
+    return sum(1 for r in runs if (r.get("status") or {}).get("phase") not in ("Succeeded", "Failed"))
 
 
 def rss_mb(pid: int) -> float:
@@ -466,15 +455,16 @@ def soak(cluster: Cluster, log: Path, runs: int, window: int, rows: list[tuple[s
     against the runs finished so far. Levelling off means no per-run state outlives its run."""
     api = cluster.api
     ns = namespace(api, "bench-soak")
-    port = free_port()
-    proc = start_controller(cluster, [ns], log, metrics_port=port, DATAOPS_FINISHED_TTL_SECONDS="30")
+    proc = start_controller(cluster, [ns], log, DATAOPS_FINISHED_TTL_SECONDS="30")
     kubelet = InstantKubelet(api, ns)
     time.sleep(10)
     curve: list[tuple[float, int, float]] = []
     created, t0, last_sample, last_progress, done = 0, time.monotonic(), 0.0, time.monotonic(), 0
     try:
         while done < runs:
-            done = max(done, finished_runs(port))
+            finished = created - unfinished(api, ns)
+            if finished > done:
+                done, last_progress = finished, time.monotonic()
             room = min(window - (created - done), runs - created)
             if room > 0:
                 create_all(cluster, ns, [f"k{i:05d}" for i in range(created, created + room)])
