@@ -191,8 +191,22 @@ def test_an_ingestion_source_cronjob_catches_up_after_a_long_outage(
         kc(control_plane, "get", "cronjob", "ussd-transactions-consolidate", "-n", namespace, "-o", "json")
     )
     assert cron["spec"]["startingDeadlineSeconds"] >= 10
-    con = duckdb.connect(str(workdir / "warehouse.duckdb"), read_only=True)
-    try:
-        assert con.sql("SELECT count(*) FROM consolidated.transactions").fetchall()[0][0] == 8
-    finally:
-        con.close()
+    assert _rows_when_unlocked(workdir / "warehouse.duckdb", "consolidated.transactions") == 8
+
+
+def _rows_when_unlocked(path: Path, table: str, timeout: float = 120.0) -> int:
+    """The table's row count, read once no cycle holds the warehouse: the schedule runs every minute, so
+    the next cycle's pod may have the file locked when the first one's result is read."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            con = duckdb.connect(str(path), read_only=True)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+            continue
+        try:
+            return int(con.sql(f"SELECT count(*) FROM {table}").fetchall()[0][0])
+        finally:
+            con.close()
