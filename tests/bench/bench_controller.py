@@ -93,36 +93,49 @@ def job_doc(name: str) -> dict[str, Any]:
     }
 
 
+class Follower:
+    """Every object of a collection, listed then watched, handed to ``seen`` from a thread of its own.
+
+    A stream that ends (a server timeout, a 429 while the API server warms up) is opened again from a
+    fresh listing: objects made meanwhile come from the listing.
+    """
+
+    def __init__(
+        self, api: KubeApi, path: str, types: tuple[str, ...], seen: Callable[[dict[str, Any]], None]
+    ) -> None:
+        self.api, self.path, self.types, self.seen = api, path, types, seen
+        self._closed = threading.Event()
+        self._response: Any = None
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    def _loop(self) -> None:
+        while not self._closed.is_set():
+            try:
+                listing = self.api.get(self.path)
+                for item in listing["items"]:
+                    self.seen(item)
+                self._response, events = self.api.watch(
+                    self.path, listing["metadata"]["resourceVersion"], timeout_seconds=600
+                )
+                for event in events:
+                    if event["type"] in self.types:
+                        self.seen(event["object"])
+            except Exception:
+                time.sleep(0.5)
+
+    def close(self) -> None:
+        self._closed.set()
+        if self._response is not None:
+            self._response.close()
+
+
 class JobWatch:
     """Records when each Job of a namespace is first seen (client clock), from one watch stream."""
 
     def __init__(self, api: KubeApi, namespace: str) -> None:
-        self.api, self.namespace = api, namespace
         self.seen: dict[str, float] = {}
         self.lock = threading.Lock()
-        self._closed = threading.Event()
-        self._response: Any = None
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        # A stream that ends (a server timeout, a 429 while the API server warms up) is opened again
-        # from a fresh listing: Jobs made meanwhile are counted from the listing.
-        while not self._closed.is_set():
-            try:
-                listing = self.api.get(JOBS.format(ns=self.namespace))
-                for job in listing["items"]:
-                    self._saw(job)
-                self._response, events = self.api.watch(
-                    JOBS.format(ns=self.namespace),
-                    listing["metadata"]["resourceVersion"],
-                    timeout_seconds=600,
-                )
-                for event in events:
-                    if event["type"] == "ADDED":
-                        self._saw(event["object"])
-            except Exception:
-                time.sleep(0.5)
+        self._follower = Follower(api, JOBS.format(ns=namespace), ("ADDED",), self._saw)
 
     def _saw(self, job: dict[str, Any]) -> None:
         run = job["metadata"].get("labels", {}).get("dataops.io/run", "")
@@ -134,9 +147,7 @@ class JobWatch:
             return len(self.seen)
 
     def close(self) -> None:
-        self._closed.set()
-        if self._response is not None:
-            self._response.close()
+        self._follower.close()
 
 
 def create_all(cluster: Cluster, namespace: str, names: list[str], with_job: bool = False) -> None:
@@ -222,28 +233,8 @@ class InstantKubelet:
     def __init__(self, api: KubeApi, namespace: str) -> None:
         self.api, self.namespace = api, namespace
         self.done: set[str] = set()
-        self._closed = threading.Event()
         self._pool = ThreadPoolExecutor(8)
-        self._response: Any = None
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._closed.is_set():
-            try:
-                listing = self.api.get(PODS.format(ns=self.namespace))
-                for pod in listing["items"]:
-                    self._see(pod)
-                self._response, events = self.api.watch(
-                    PODS.format(ns=self.namespace),
-                    listing["metadata"]["resourceVersion"],
-                    timeout_seconds=600,
-                )
-                for event in events:
-                    if event["type"] in ("ADDED", "MODIFIED"):
-                        self._see(event["object"])
-            except Exception:
-                time.sleep(0.5)
+        self._follower = Follower(api, PODS.format(ns=namespace), ("ADDED", "MODIFIED"), self._see)
 
     def _see(self, pod: dict[str, Any]) -> None:
         name = pod["metadata"]["name"]
@@ -282,9 +273,7 @@ class InstantKubelet:
             return
 
     def close(self) -> None:
-        self._closed.set()
-        if self._response is not None:
-            self._response.close()
+        self._follower.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
