@@ -8,6 +8,7 @@ Job controller and the kubelet would.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -105,5 +106,18 @@ async def finish_job(k: kmock.KubernetesEmulator, name: str, exit_code: int, res
     )
 
 
-def operator() -> KopfRunner:
-    return KopfRunner(["run", "--standalone", "--all-namespaces", "-m", "controller.handlers"])
+@contextlib.asynccontextmanager
+async def operator() -> AsyncIterator[KopfRunner]:
+    """The controller in a thread of its own, stopped without blocking this loop, which serves kmock.
+
+    KopfRunner's own ``__exit__`` joins the thread: called on the test's loop, it would freeze the
+    emulator while the operator, stopping, may still be waiting for an answer from it.
+    """
+    runner = KopfRunner(["run", "--standalone", "--all-namespaces", "-m", "controller.handlers"], timeout=120)
+    runner.__enter__()
+    try:
+        yield runner
+    except BaseException as exc:
+        await asyncio.to_thread(runner.__exit__, type(exc), exc, exc.__traceback__)
+        raise
+    await asyncio.to_thread(runner.__exit__, None, None, None)

@@ -55,7 +55,7 @@ async def test_the_operator_runs_a_dropped_object_once(
         },
     }
     await cluster.post(SOURCES, json=source)
-    with operator() as runner:
+    async with operator() as runner:
 
         async def listed() -> bool:
             resp = await cluster.get(f"{SOURCES}/drops")

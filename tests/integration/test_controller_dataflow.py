@@ -105,7 +105,7 @@ async def test_beam_stages_run_as_dataflow_jobs_until_the_run_succeeds(
     dataflow_cluster: kmock.KubernetesEmulator, double: DataflowDouble, tmp_path: Path
 ) -> None:
     await create_run(dataflow_cluster, "shop")
-    with operator() as runner:
+    async with operator() as runner:
         await load_by_hand(dataflow_cluster, "shop")
         run = await wait_for(phase_is(dataflow_cluster, "shop", "Succeeded"), timeout=300)
     assert runner.exception is None
@@ -140,7 +140,7 @@ async def test_cancelling_a_run_cancels_its_dataflow_job(
 ) -> None:
     double.hold()
     await create_run(dataflow_cluster, "stopme")
-    with operator() as runner:
+    async with operator() as runner:
         await load_by_hand(dataflow_cluster, "stopme")
         await wait_for(launched(double, "default-stopme-transform-1"))
         await dataflow_cluster.patch(
@@ -161,7 +161,7 @@ async def test_a_failed_dataflow_job_fails_the_run_with_its_error_in_status_and_
 ) -> None:
     double.hold()
     await create_run(dataflow_cluster, "broken")
-    with operator():
+    async with operator():
         await load_by_hand(dataflow_cluster, "broken")
         await wait_for(launched(double, "default-broken-transform-1"))
         job = double.job_named("default-broken-transform-1")
@@ -178,7 +178,7 @@ async def test_a_launch_refused_for_a_missing_role_fails_the_run_naming_the_role
 ) -> None:
     double.deny("dataflow.jobs.create")
     await create_run(dataflow_cluster, "denied")
-    with operator():
+    async with operator():
         await load_by_hand(dataflow_cluster, "denied")
         run = await wait_for(phase_is(dataflow_cluster, "denied", "Failed"))
     assert "roles/dataflow.developer on project test-project" in run["status"]["message"]
@@ -191,7 +191,7 @@ async def test_deleting_a_run_cancels_its_running_dataflow_job_before_it_goes(
 ) -> None:
     double.hold()
     await create_run(dataflow_cluster, "gone")
-    with operator() as runner:
+    async with operator() as runner:
         await load_by_hand(dataflow_cluster, "gone")
         await wait_for(launched(double, "default-gone-transform-1"))
         await wait_for(phase_is(dataflow_cluster, "gone", "Transforming"))
@@ -210,12 +210,12 @@ async def test_a_restarted_controller_follows_the_job_it_launched_without_a_seco
 ) -> None:
     double.hold()
     await create_run(dataflow_cluster, "steady")
-    with operator():
+    async with operator():
         await load_by_hand(dataflow_cluster, "steady")
         await wait_for(launched(double, "default-steady-transform-1"))
         await wait_for(phase_is(dataflow_cluster, "steady", "Transforming"))
     double.release()
-    with operator() as runner:
+    async with operator() as runner:
         run = await wait_for(phase_is(dataflow_cluster, "steady", "Succeeded"), timeout=300)
     assert runner.exception is None
     transforms = [j for j in double.jobs.values() if j.resource["name"] == "default-steady-transform-1"]
@@ -243,7 +243,7 @@ async def test_a_launch_whose_record_was_lost_reattaches_to_the_active_job_of_it
     assert isinstance(earlier, DataflowJob)
     # What a controller that launched the job but died before writing the status leaves behind.
     await create_run(dataflow_cluster, "lost")
-    with operator():
+    async with operator():
         await load_by_hand(dataflow_cluster, "lost")
         await wait_for(phase_is(dataflow_cluster, "lost", "Transforming"))
         double.release()
@@ -259,7 +259,7 @@ async def test_a_dataflow_stage_over_its_timeout_has_its_job_cancelled(
 ) -> None:
     double.hold()
     await create_run(dataflow_cluster, "slow", {**SPEC, "timeouts": {"stageSeconds": 8}})
-    with operator():
+    async with operator():
         await load_by_hand(dataflow_cluster, "slow")
         await wait_for(launched(double, "default-slow-transform-1"))
         run = await wait_for(phase_is(dataflow_cluster, "slow", "Failed"))

@@ -36,7 +36,7 @@ async def test_a_run_goes_through_its_stages_one_job_each(cluster: kmock.Kuberne
             "spec": SPEC,
         },
     )
-    with operator() as runner:
+    async with operator() as runner:
         job = await wait_for(lambda: get_json(cluster, f"{JOBS}/demo-validate-1"))
         assert job["spec"]["template"]["spec"]["containers"][0]["args"][0] == "validate"
         assert job["metadata"]["ownerReferences"][0]["name"] == "demo"
@@ -68,7 +68,7 @@ async def test_bad_input_fails_the_run_without_a_second_attempt(cluster: kmock.K
             "spec": SPEC,
         },
     )
-    with operator():
+    async with operator():
         await wait_for(lambda: get_json(cluster, f"{JOBS}/bad-validate-1"))
         await finish_job(
             cluster, "bad-validate-1", 65, {"message": "data.csv: row 3: abc", "reason": "RowsRejected"}
@@ -93,7 +93,7 @@ async def test_an_application_failure_is_retried_with_a_new_job(cluster: kmock.K
             "spec": SPEC,
         },
     )
-    with operator():
+    async with operator():
         await wait_for(lambda: get_json(cluster, f"{JOBS}/flaky-validate-1"))
         await finish_job(
             cluster, "flaky-validate-1", 1, {"message": "connection reset", "reason": "InternalError"}
@@ -113,7 +113,7 @@ async def test_an_invalid_spec_fails_with_the_problem_named(cluster: kmock.Kuber
             "spec": spec,
         },
     )
-    with operator():
+    async with operator():
 
         async def failed() -> dict[str, Any] | None:
             run = await get_json(cluster, f"{RUNS}/wrong")
@@ -162,7 +162,7 @@ async def test_a_source_owns_a_forbid_cronjob_and_runs_each_new_file_once(
     (drop / "b.csv").write_text("id\n2\n", encoding="utf-8")
     (drop / "notes.txt").write_text("not a csv", encoding="utf-8")
     await cluster.post(SOURCES, json=ingestion_source(drop))
-    with operator():
+    async with operator():
         cron = await wait_for(lambda: get_json(cluster, f"{CRONJOBS}/drops-consolidate"))
 
         async def two_runs() -> list[dict[str, Any]]:
@@ -177,7 +177,7 @@ async def test_a_source_owns_a_forbid_cronjob_and_runs_each_new_file_once(
         r["metadata"]["annotations"]["argocd.argoproj.io/compare-options"] == "IgnoreExtraneous" for r in runs
     )
     names = sorted(r["metadata"]["name"] for r in runs)
-    with operator():
+    async with operator():
         await asyncio.sleep(3)
     assert sorted(r["metadata"]["name"] for r in await list_runs(cluster)) == names
 
@@ -218,7 +218,7 @@ async def test_runs_beyond_the_namespace_limit_wait_queued_in_creation_order(
     monkeypatch.setenv("DATAOPS_MAX_RUNNING_PER_NAMESPACE", "1")
     await post_run(cluster, "second", SPEC, created="2026-01-01T00:00:02Z")
     await post_run(cluster, "first", SPEC, created="2026-01-01T00:00:01Z")
-    with operator():
+    async with operator():
         await wait_for(lambda: get_json(cluster, f"{JOBS}/first-validate-1"))
         queued = await wait_status(cluster, "second", reason="Queued")
         assert queued["status"]["phase"] == "Pending"
@@ -235,7 +235,7 @@ async def test_a_stage_over_its_timeout_is_stopped_and_the_run_fails(
     cluster: kmock.KubernetesEmulator,
 ) -> None:
     await post_run(cluster, "slow", {**SPEC, "timeouts": {"stageSeconds": 2}})
-    with operator():
+    async with operator():
         await wait_for(lambda: get_json(cluster, f"{JOBS}/slow-validate-1"))
         run = await wait_status(cluster, "slow", phase="Failed")
 
@@ -249,7 +249,7 @@ async def test_a_stage_over_its_timeout_is_stopped_and_the_run_fails(
 
 async def test_cancel_stops_the_running_stage(cluster: kmock.KubernetesEmulator) -> None:
     await post_run(cluster, "stop", SPEC)
-    with operator():
+    async with operator():
         await wait_for(lambda: get_json(cluster, f"{JOBS}/stop-validate-1"))
         await cluster.patch(
             f"{RUNS}/stop",
@@ -267,7 +267,7 @@ async def test_cancel_stops_the_running_stage(cluster: kmock.KubernetesEmulator)
 
 async def test_a_rerun_starts_again_from_the_failed_stage(cluster: kmock.KubernetesEmulator) -> None:
     await post_run(cluster, "again", {**SPEC, "retries": {"limit": 0, "backoffSeconds": 0}})
-    with operator():
+    async with operator():
         await wait_for(lambda: get_json(cluster, f"{JOBS}/again-validate-1"))
         await finish_job(cluster, "again-validate-1", 0, {"rows_in": 3, "rows_out": 3})
         await wait_for(lambda: get_json(cluster, f"{JOBS}/again-load-1"))
@@ -292,7 +292,7 @@ async def test_a_finished_run_is_deleted_when_its_ttl_passes(
 ) -> None:
     monkeypatch.setenv("DATAOPS_FINISHED_TTL_SECONDS", "1")
     await post_run(cluster, "brief", SPEC)
-    with operator():
+    async with operator():
         await wait_for(lambda: get_json(cluster, f"{JOBS}/brief-validate-1"))
         await finish_job(cluster, "brief-validate-1", 65, {"message": "bad rows", "reason": "RowsRejected"})
 
@@ -308,7 +308,7 @@ async def test_a_run_reaching_outside_its_namespace_grants_is_refused_before_any
     monkeypatch.setenv("DATAOPS_GRANTS", json.dumps({"default": {"datasets": ["raw"], "paths": ["/data"]}}))
     await post_run(cluster, "outside", SPEC)  # tds.items: dataset tds is not granted
     await post_run(cluster, "inside", {k: v for k, v in SPEC.items() if k != "transform"})
-    with operator():
+    async with operator():
         run = await wait_status(cluster, "outside", phase="Failed")
         await wait_for(lambda: get_json(cluster, f"{JOBS}/inside-validate-1"))
     assert run["status"]["reason"] == "NotGranted"
@@ -324,7 +324,7 @@ async def test_a_run_refused_for_a_dataset_is_admitted_once_an_ingestion_source_
 ) -> None:
     monkeypatch.setenv("DATAOPS_GRANTS", json.dumps({"default": {"datasets": ["raw"], "paths": ["/data"]}}))
     await post_run(cluster, "before", SPEC)  # tds.items: dataset tds is granted by nobody yet
-    with operator() as runner:
+    async with operator() as runner:
         refused = await wait_status(cluster, "before", phase="Failed")
         granting = ingestion_source(tmp_path / "empty")
         granting["spec"]["grants"] = {"datasets": ["tds"]}

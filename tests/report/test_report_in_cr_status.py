@@ -30,7 +30,7 @@ async def test_report_of_the_last_stage_is_in_the_runs_status(
             "spec": spec,
         },
     )
-    with operator() as runner:
+    async with operator() as runner:
         await wait_for(lambda: get_json(cluster, f"{JOBS}/shown-validate-1"))
         await finish_job(cluster, "shown-validate-1", 0, {"rows_in": 3, "rows_out": 3})
         await wait_for(lambda: get_json(cluster, f"{JOBS}/shown-load-1"))
