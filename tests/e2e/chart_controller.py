@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from controller.manifests import LABEL_RUN
 from tests.controlplane.cluster import Cluster, free_port, wait_until
 from tests.controlplane.node_agent import NodeAgent
 
@@ -177,8 +178,12 @@ def wait_for(cluster: Cluster, what: str, probe: Callable[[], Any], timeout: flo
 
 
 def job_names(cluster: Cluster, namespace: str) -> list[str]:
-    """The names of the namespace's Jobs, sorted."""
-    items = json.loads(kc(cluster, "get", "jobs", "-n", namespace, "-o", "json"))["items"]
+    """The names of the namespace's stage Jobs (those of runs), sorted.
+
+    A CronJob's consolidation cycles are not counted: an IngestionSource's schedule may fire during any
+    test that has one (the wall clock decides), and its Jobs say nothing about the runs.
+    """
+    items = json.loads(kc(cluster, "get", "jobs", "-n", namespace, "-l", LABEL_RUN, "-o", "json"))["items"]
     return sorted(j["metadata"]["name"] for j in items)
 
 
