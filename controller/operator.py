@@ -29,7 +29,8 @@ from controller.objects import ListingError
 from controller.reconcile import Reconciled, parse_spec, queued, reconcile_run
 from controller.settings import Settings, settings_from_env
 from controller.source_grants import SourceGrants
-from controller.stages import TERMINAL_PHASES
+from controller.spec import PipelineRunSpec
+from controller.stages import TERMINAL_PHASES, needs_cleanup
 
 log = logging.getLogger("dataops.controller")
 
@@ -162,10 +163,11 @@ async def reconcile(rt: Runtime, namespace: str, name: str, body: dict[str, Any]
                     return
                 if await _expire(rt, body):
                     return
-                result = await _queued(rt, body)
+                spec = parse_spec(body)
+                result = await _queued(rt, body, spec)
                 if result is None:
                     result = await reconcile_run(
-                        body, rt.kube, rt.settings, rt.clock(), rt.dataflow, rt.sources
+                        body, rt.kube, rt.settings, rt.clock(), rt.dataflow, rt.sources, spec
                     )
                 if not result.changed:
                     break
@@ -196,7 +198,7 @@ async def reconcile(rt: Runtime, namespace: str, name: str, body: dict[str, Any]
             if (isinstance(exc, KubeError) and exc.temporary) or isinstance(exc, DataflowError):
                 raise kopf.TemporaryError(str(exc), delay=delay) from None
             raise
-        body = await _hold(rt, body)
+        body = await _hold(rt, body, spec)
         RECONCILES.labels("ok").inc()
         for ev in result.events:
             kopf.event(kopf.Body(body), type=ev.type, reason=ev.reason, message=ev.message[:1000])  # type: ignore[arg-type]
@@ -208,11 +210,10 @@ async def reconcile(rt: Runtime, namespace: str, name: str, body: dict[str, Any]
         _schedule_expiry(rt, body)
 
 
-async def _queued(rt: Runtime, body: dict[str, Any]) -> Reconciled | None:
+async def _queued(rt: Runtime, body: dict[str, Any], spec: PipelineRunSpec | str) -> Reconciled | None:
     """The run's Queued status while the namespace is at its limit; None once it may start."""
     if state_of(body) != WAITING:
         return None
-    spec = parse_spec(body)
     if isinstance(spec, str) or spec.cancel:
         return None  # invalid or cancelled: the planner finishes it at once
     namespace = body["metadata"].get("namespace", "default")
@@ -297,29 +298,24 @@ def digest(status: dict[str, Any]) -> int:
     return hash(json.dumps(status, sort_keys=True, separators=(",", ":"), default=str))
 
 
-async def _hold(rt: Runtime, body: dict[str, Any]) -> dict[str, Any]:
-    """Put our finalizer on a run under way (once), and remember what our writes left.
+async def _hold(rt: Runtime, body: dict[str, Any], spec: PipelineRunSpec | str) -> dict[str, Any]:
+    """Put our finalizer on a run under way that needs it (once), and remember what our writes left.
 
-    After the status write, not before the first Job: a Job made in between is still removed with its
-    run by the garbage collector (it is owned by the run); the finalizer adds the cancelling of what the
-    collector cannot see (a Dataflow job) and an orderly stop. A 409 is left to the next reconcile.
+    Only a run with a Dataflow stage needs it (``needs_cleanup``): the collector cannot see a Dataflow
+    job. After the status write, not before the first launch: a launch in between is found again by
+    its name when the run is reconciled. A 409 is left to the next reconcile.
     """
     meta, status = body["metadata"], body.get("status") or {}
     key = _key(meta.get("namespace", "default"), meta["name"])
     finalizers = list(meta.get("finalizers") or [])
-    if RUN_FINALIZER not in finalizers and status.get("phase") not in TERMINAL_PHASES:
+    if (
+        RUN_FINALIZER not in finalizers
+        and status.get("phase") not in TERMINAL_PHASES
+        and not isinstance(spec, str)
+        and needs_cleanup(spec)
+    ):
         try:
-            patched = await rt.kube.patch(
-                "PipelineRun",
-                meta["name"],
-                meta.get("namespace", "default"),
-                {
-                    "metadata": {
-                        "finalizers": [*finalizers, RUN_FINALIZER],
-                        "resourceVersion": meta.get("resourceVersion"),
-                    }
-                },
-            )
+            patched = await _set_finalizers(rt, meta, [*finalizers, RUN_FINALIZER])
             body = {**body, "metadata": patched["metadata"]}
         except KubeError as exc:
             if not exc.temporary:
@@ -340,16 +336,16 @@ async def _finalize(rt: Runtime, body: dict[str, Any]) -> None:
         return
     for problem in await cleanup_run(rt, namespace, name, body.get("status")):
         kopf.event(kopf.Body(body), type="Warning", reason="CleanupFailed", message=problem[:1000])  # type: ignore[arg-type]
-    await rt.kube.patch(
+    await _set_finalizers(rt, meta, [f for f in finalizers if f != RUN_FINALIZER])
+
+
+async def _set_finalizers(rt: Runtime, meta: dict[str, Any], finalizers: list[str]) -> dict[str, Any]:
+    """The run's finalizers, written onto the version we saw only (a 409 if anyone wrote since)."""
+    return await rt.kube.patch(
         "PipelineRun",
-        name,
-        namespace,
-        {
-            "metadata": {
-                "finalizers": [f for f in finalizers if f != RUN_FINALIZER],
-                "resourceVersion": meta.get("resourceVersion"),
-            }
-        },
+        meta["name"],
+        meta.get("namespace", "default"),
+        {"metadata": {"finalizers": finalizers, "resourceVersion": meta.get("resourceVersion")}},
     )
 
 

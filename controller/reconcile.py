@@ -153,12 +153,14 @@ async def reconcile_run(
     now: datetime,
     dataflow: DataflowClient | None = None,
     sources: SourceGrants | None = None,
+    spec: PipelineRunSpec | str | None = None,
 ) -> Reconciled:
+    """The run's next status and what it takes to get there; ``spec``: ``parse_spec(body)`` if done."""
     meta = body["metadata"]
     name, namespace = meta["name"], meta.get("namespace", "default")
     generation = int(meta.get("generation", 1))
     previous = body.get("status") or {}
-    spec = parse_spec(body)
+    spec = parse_spec(body) if spec is None else spec
     if isinstance(spec, str):
         if previous.get("phase") == "Failed" and previous.get("reason") == "InvalidSpec":
             return Reconciled(previous, changed=False)

@@ -33,6 +33,13 @@ def runs_on_dataflow(spec: PipelineRunSpec, stage: str) -> bool:
     return spec.runner == "dataflow" and stage in DATAFLOW_STAGES
 
 
+def needs_cleanup(spec: PipelineRunSpec) -> bool:
+    """Whether a run starts what the garbage collector cannot stop (a Dataflow job): only such a run
+    carries the controller's finalizer. Stage Jobs are owned by their run: the collector removes them
+    (and their pods) with it, even while the controller is down, at no write per run."""
+    return any(runs_on_dataflow(spec, s) for s in stages_of(spec))
+
+
 def stages_of(spec: PipelineRunSpec) -> tuple[str, ...]:
     """The stages a spec asks for: validate and load always, transform and aggregate when declared."""
     wanted = {"validate", "load"}
