@@ -47,6 +47,17 @@ async def stage_job_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         await operator.reconcile(memo.rt, body.metadata.namespace or "default", run, None)
 
 
+@kopf.on.event(
+    "",
+    "v1",
+    "pods",
+    labels={LABEL_RUN: kopf.PRESENT},
+    when=lambda body, **_: operator.pod_stuck(body),
+)
+async def stage_pod_stuck(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    await operator.pod_news(memo.rt, dict(body))
+
+
 SOURCES = (GROUP, VERSION, "ingestionsources")
 
 

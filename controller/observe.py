@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from controller.planner import Outcome, StageRows
@@ -58,7 +58,8 @@ def _terminated(pod: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def _waiting_reason(pod: dict[str, Any]) -> str | None:
+def image_error(pod: dict[str, Any]) -> str | None:
+    """Why the pod's container cannot start (its image cannot be pulled, its config is wrong), if so."""
     for cs in (pod.get("status") or {}).get("containerStatuses") or []:
         waiting = (cs.get("state") or {}).get("waiting")
         if waiting and waiting.get("reason") in IMAGE_ERRORS:
@@ -162,13 +163,23 @@ def outcome_of(
             reason="PodVanished",
         )
     for pod in pods:
-        waiting = _waiting_reason(pod)
+        waiting = image_error(pod)
         created = _parse_time(pod["metadata"].get("creationTimestamp"))
         if waiting and created and (now - created).total_seconds() > image_grace_seconds:
             return Outcome(
                 stage, attempt, "infra", message=f"pod {pod['metadata']['name']}: {waiting}", reason=waiting
             )
     return Outcome(stage, attempt, "running")
+
+
+def image_grace_end(pods: list[dict[str, Any]], image_grace_seconds: int) -> datetime | None:
+    """When the first pod that cannot start its container runs out of grace (None: no such pod)."""
+    ends = [
+        created + timedelta(seconds=image_grace_seconds)
+        for pod in pods
+        if image_error(pod) and (created := _parse_time(pod["metadata"].get("creationTimestamp")))
+    ]
+    return min(ends, default=None)
 
 
 # Dataflow job states (Job.currentState) a stage attempt is still running in.

@@ -26,6 +26,7 @@ from controller.dataflow import DataflowClient, DataflowError
 from controller.kube import Kube, KubeError
 from controller.manifests import LABEL_RUN
 from controller.objects import ListingError
+from controller.observe import image_error
 from controller.reconcile import Reconciled, parse_spec, queued, reconcile_run
 from controller.settings import Settings, settings_from_env
 from controller.source_grants import SourceGrants
@@ -81,12 +82,12 @@ class Runtime:
 class SourcesDiffBase(kopf.AnnotationsDiffBaseStorage):
     """kopf's diff base, built for IngestionSources only: the one kind with change handlers.
 
-    kopf builds the essence of every object on every event (a deep copy) to find changes; for runs and
-    Jobs, whose handlers watch events and need no diff, that was a tenth of the controller's CPU.
+    kopf builds the essence of every object on every event (a deep copy) to find changes; for runs,
+    Jobs and pods, whose handlers watch events and need no diff, that was a tenth of the controller's CPU.
     """
 
     def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
-        if body.get("kind") in ("PipelineRun", "Job"):
+        if body.get("kind") != "IngestionSource":
             return kopf.BodyEssence()
         return super().build(body=body, extra_fields=extra_fields)
 
@@ -460,6 +461,26 @@ async def cleanup_run(
                 # Refused for good (the job is gone, a permission): said once, and the run may go.
                 problems.append(f"cannot cancel the Dataflow job of stage {stage.name}: {exc}")
     return problems
+
+
+def pod_stuck(pod: dict[str, Any]) -> bool:
+    """Whether a stage pod's event can change its run: its container cannot start (an image that cannot
+    be pulled, a wrong config). The run then fails that attempt once the image pull grace has passed;
+    everything else a pod does shows in its Job's status."""
+    return image_error(pod) is not None and not pod["metadata"].get("deletionTimestamp")
+
+
+async def pod_news(rt: Runtime, pod: dict[str, Any]) -> None:
+    """A stage pod that cannot start: its run is looked at now, and again when its grace ends."""
+    meta = pod["metadata"]
+    namespace = meta.get("namespace", "default")
+    run = (meta.get("labels") or {}).get(LABEL_RUN, "")
+    if len(run) >= 63:  # maybe cut to fit a label: the run's name is on its Job's owner reference
+        job = (meta.get("labels") or {}).get("job-name")
+        found = await rt.kube.get("Job", job, namespace) if job else None
+        run = (owner_run(found) if found else None) or ""
+    if run:
+        await reconcile(rt, namespace, run, None)
 
 
 def owner_run(job: dict[str, Any]) -> str | None:

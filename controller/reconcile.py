@@ -19,7 +19,7 @@ from controller import status as status_codec
 from controller.dataflow import DataflowClient, DataflowError, DataflowJob
 from controller.kube import Kube
 from controller.manifests import build_stage_job, job_name
-from controller.observe import outcome_of
+from controller.observe import image_grace_end, outcome_of
 from controller.planner import (
     Action,
     Outcome,
@@ -106,8 +106,11 @@ async def _observe(
     settings: Settings,
     spec: PipelineRunSpec,
     dataflow: DataflowClient | None,
-) -> dict[str, Outcome]:
+) -> tuple[dict[str, Outcome], datetime | None]:
+    """Each running stage's outcome, and when a pod that cannot start its container runs out of grace
+    (the run is looked at again then: no event marks that moment)."""
     observed: dict[str, Outcome] = {}
+    grace_end: datetime | None = None
     for st in status.stages:
         if st.state != "Running":
             continue
@@ -126,7 +129,10 @@ async def _observe(
         observed[st.name] = outcome
         if outcome.kind in ("app", "infra", "bad_input") and job is not None and not _finished(job):
             await kube.delete("Job", jname, namespace)
-    return observed
+        end = image_grace_end(pods, settings.image_pull_grace_seconds) if outcome.kind == "running" else None
+        if end is not None:
+            grace_end = end if grace_end is None else min(grace_end, end)
+    return observed, grace_end
 
 
 def _finished(job: dict[str, Any]) -> bool:
@@ -172,9 +178,9 @@ async def reconcile_run(
     status = _resume(status_codec.from_dict(previous), body, spec)
     if status.phase in TERMINAL_PHASES and not spec.cancel:
         return Reconciled(previous, changed=False)
-    observed = await _observe(kube, namespace, name, status, now, settings, spec, dataflow)
+    observed, grace_end = await _observe(kube, namespace, name, status, now, settings, spec, dataflow)
     step = plan(spec, status, observed, now)
-    wake: datetime | None = None
+    wake: datetime | None = grace_end + timedelta(seconds=1) if grace_end is not None else None
     started_at = (step.status.start_time or now).isoformat(timespec="seconds")
     status, actions = step.status, list(step.actions)
     todo: deque[Action] = deque(step.actions)

@@ -61,7 +61,7 @@ class Settings:
     max_running_per_namespace: int = 20  # runs past their first stage at once per namespace; 0: no limit
     finished_ttl_seconds: int | None = None  # delete finished runs after this long (None: keep)
     image_pull_grace_seconds: int = 300  # a pod that cannot pull its image this long is an infra failure
-    resync_seconds: float = 60.0  # how often unfinished runs are looked at even without events
+    resync_seconds: float = 300.0  # how often unfinished runs are looked at even without events
     watch_timeout_seconds: int = 300  # the watch inactivity timeout (a silently stalled stream is restarted)
     peering: str = "dataops-operator"
     grants: Grants = field(default_factory=Grants)  # tenancy (DATAOPS_GRANTS, DATAOPS_TENANCY_ENABLED, ...)
@@ -134,7 +134,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         max_running_per_namespace=_non_negative(env, "DATAOPS_MAX_RUNNING_PER_NAMESPACE", 20),
         finished_ttl_seconds=_int(env, "DATAOPS_FINISHED_TTL_SECONDS", None),
         image_pull_grace_seconds=_int(env, "DATAOPS_IMAGE_PULL_GRACE_SECONDS", 300) or 300,
-        resync_seconds=float(_int(env, "DATAOPS_RESYNC_SECONDS", 60) or 60),
+        resync_seconds=float(_int(env, "DATAOPS_RESYNC_SECONDS", 300) or 300),
         watch_timeout_seconds=_int(env, "DATAOPS_WATCH_TIMEOUT_SECONDS", 300) or 300,
         peering=env.get("DATAOPS_PEERING", Settings.peering),
         grants=_grants(env),

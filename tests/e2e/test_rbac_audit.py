@@ -25,16 +25,20 @@ import pytest
 import yaml
 
 from tests.controlplane.cluster import ApiError, Cluster
-from tests.e2e.chart_controller import EXAMPLE, Controller, job_names, kc, render_chart, wait_for
+from tests.e2e.chart_controller import EXAMPLE, Controller, job_names, kc, render_chart, run_phase, wait_for
 
 pytestmark = pytest.mark.e2e
 
-# (API group, resource[/subresource], verb) -> why the chart grants it though this workload never uses it. Empty:
-# the first audit found 14 verbs granted and never used (Events in events.k8s.io and their patch, get and update
-# of the status subresources, get of pods, CRDs, namespaces and peerings, list and watch of CronJobs, watch of
-# pods) and they were removed from templates/_rbac.tpl rather than listed here. A verb only a path this workload
-# does not take needs (say, one of Dataflow's) goes here with its reason, or the workload grows to take it.
-UNUSED_BUT_NEEDED: dict[tuple[str, str, str], str] = {}
+# (API group, resource[/subresource], verb) -> why the chart grants it though this workload never uses it. The
+# first audit found 14 verbs granted and never used (Events in events.k8s.io and their patch, get and update of
+# the status subresources, get of pods, CRDs, namespaces and peerings, list and watch of CronJobs, watch of pods,
+# granted again since the controller watches stage pods); they were removed from templates/_rbac.tpl rather than
+# listed here. A verb only a path this workload does not take needs goes here with its reason, or the workload
+# grows to take it (the timed-out run below stops a Job).
+DATAFLOW_FINALIZER = "the finalizer of runs with a Dataflow stage, the only ones that carry it (a Dataflow run is deleted in tests/integration/test_controller_dataflow.py)"
+UNUSED_BUT_NEEDED: dict[tuple[str, str, str], str] = {
+    ("dataops.io", "pipelineruns", "patch"): DATAFLOW_FINALIZER
+}
 
 Request = tuple[str, str, str]  # (API group, resource[/subresource], verb)
 
@@ -139,6 +143,20 @@ def test_every_verb_the_controller_uses_is_granted_and_every_verb_granted_is_use
     wait_for(
         control_plane, "the source's CronJob", lambda: control_plane.kubectl(*cronjob).returncode == 0, 60
     )
+    # A stage over its timeout: the controller stops it (deletes its Job) and the run fails.
+    timed = {
+        "apiVersion": "dataops.io/v1alpha1",
+        "kind": "PipelineRun",
+        "metadata": {"name": "timed", "namespace": kube_namespace},
+        "spec": {**run_spec, "timeouts": {"stageSeconds": 1}},
+    }
+    kc(control_plane, "apply", "-f", "-", stdin=json.dumps(timed))
+    wait_for(
+        control_plane,
+        "the timed run to fail",
+        lambda: run_phase(control_plane, kube_namespace, "timed") == "Failed",
+    )
+    kc(control_plane, "delete", "pipelinerun", "timed", "-n", kube_namespace)
     (drop / "inventory.csv").write_bytes((EXAMPLE / "inventory.csv").read_bytes())
 
     def status() -> dict[str, Any]:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import kmock
 import pytest
 
-from tests.kmock_cluster import JOBS, RUNS, finish_job, get_json, list_runs, operator, wait_for
+from tests.kmock_cluster import JOBS, PODS, RUNS, finish_job, get_json, list_runs, operator, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -56,6 +57,52 @@ async def test_a_run_goes_through_its_stages_one_job_each(cluster: kmock.Kuberne
     assert run is not None
     assert [s["state"] for s in run["status"]["stages"]] == ["Succeeded"] * 3
     assert run["status"]["stages"][2]["rowsOut"] == 2
+
+
+async def test_a_pod_that_cannot_pull_its_image_fails_its_attempt_when_the_grace_ends_with_no_resync(
+    cluster: kmock.KubernetesEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATAOPS_IMAGE_PULL_GRACE_SECONDS", "3")
+    monkeypatch.setenv("DATAOPS_RESYNC_SECONDS", "3600")  # only the pod's event and the grace's end act
+    await cluster.post(
+        RUNS,
+        json={
+            "apiVersion": "dataops.io/v1alpha1",
+            "kind": "PipelineRun",
+            "metadata": {"name": "pull", "namespace": "default", "uid": "u9", "resourceVersion": "1"},
+            "spec": SPEC,
+        },
+    )
+    async with operator() as runner:
+        job = await wait_for(lambda: get_json(cluster, f"{JOBS}/pull-validate-1"))
+        # What the Job controller and the kubelet write for a pod whose image cannot be pulled.
+        labels = {**job["spec"]["template"]["metadata"]["labels"], "job-name": "pull-validate-1"}
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": "pull-validate-1-x7k2q",
+                "namespace": "default",
+                "labels": labels,
+                "creationTimestamp": now,
+            },
+            "status": {"phase": "Pending"},
+        }
+        await cluster.post(PODS, json=pod)
+        await asyncio.sleep(1)
+        waiting = {"reason": "ImagePullBackOff", "message": 'Back-off pulling image "worker:test"'}
+        await cluster.patch(
+            f"{PODS}/{pod['metadata']['name']}/status",
+            json={"status": {"containerStatuses": [{"name": "stage", "state": {"waiting": waiting}}]}},
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        await wait_for(lambda: get_json(cluster, f"{JOBS}/pull-validate-2"), timeout=30)
+    assert runner.exception is None
+    run = await get_json(cluster, f"{RUNS}/pull")
+    assert run is not None
+    validate = run["status"]["stages"][0]
+    assert (validate["attempt"], validate["infraFailures"], validate["appFailures"]) == (2, 1, 0)
 
 
 async def test_bad_input_fails_the_run_without_a_second_attempt(cluster: kmock.KubernetesEmulator) -> None:

@@ -135,3 +135,28 @@ def test_a_terminal_run_plans_nothing() -> None:
     spec = make_spec()
     done = RunStatus(phase="Succeeded", stages=initial_status(spec).stages)
     assert plan(spec, done, {}, T0).actions == ()
+
+
+def _pulling(created: datetime, reason: str | None) -> dict[str, object]:
+    state = {"waiting": {"reason": reason}} if reason else {"running": {}}
+    return {
+        "metadata": {
+            "name": "r-validate-1-abcde",
+            "creationTimestamp": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        },
+        "status": {"phase": "Pending", "containerStatuses": [{"name": "stage", "state": state}]},
+    }
+
+
+def test_a_pod_that_cannot_pull_its_image_is_an_infra_failure_once_its_grace_ends() -> None:
+    from controller.observe import image_grace_end, outcome_of
+
+    created = datetime(2026, 1, 1, tzinfo=UTC)
+    job = {"metadata": {"name": "r-validate-1"}, "status": {"active": 1}}
+    stuck = [_pulling(created, "ImagePullBackOff")]
+    assert outcome_of("validate", 1, job, stuck, created + timedelta(seconds=299), 300).kind == "running"
+    late = outcome_of("validate", 1, job, stuck, created + timedelta(seconds=301), 300)
+    assert (late.kind, late.reason) == ("infra", "ImagePullBackOff")
+    # The moment the run must be looked at again: no event marks it.
+    assert image_grace_end(stuck, 300) == created + timedelta(seconds=300)
+    assert image_grace_end([_pulling(created, None), _pulling(created, "Pending")], 300) is None

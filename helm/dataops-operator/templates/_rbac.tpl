@@ -38,7 +38,7 @@ namespace's runs may reach (controller/tenancy.py), so declaring one is a namesp
   verbs: ["create", "get", "patch", "delete"]
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list"]
+  verbs: ["list", "watch"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
