@@ -14,10 +14,13 @@ pod, as in a cluster; no node agent runs them, so in steps 2-3 every run waits a
 1. reference: the API server alone, the same asyncio client creating the same PipelineRuns plus one
    Job each (the least a controller must do), runs per minute; the controller's figures are quoted
    against it, since single timings on these machines are noisy;
-2. burst: ``--burst`` PipelineRuns created at once (32 requests in flight) -> runs per minute until
-   every one has its first stage Job (seen through a watch on Jobs);
-3. steady: ``--rate`` runs per second for ``--steady-seconds`` -> p50 / p99 latency from each run's
-   create call returning to its Job's ADDED event on the watch;
+2. reference: a bare kopf handler that only creates the first Job and sets the phase
+   (tests/bench/bare_kopf.py, the issue's yardstick), through the same burst and steady load as 3;
+3. the controller: a burst of ``--burst`` PipelineRuns created at once (32 requests in flight) -> runs
+   per minute until every one has its first stage Job (seen through a watch on Jobs); then, in its own
+   namespace, ``--rate`` runs per second for ``--steady-seconds`` -> p50 / p99 latency from each run's
+   create call returning to its Job's ADDED event. Each measure starts once the Job controller has made
+   the previous one's pods, on a quiet cluster; the burst's runs stay in the controller meanwhile;
 4. memory: ``--finished`` runs with a finished status in the cluster, a fresh controller started,
    its resident memory (VmRSS) sampled every 5 s for ``--soak-seconds``: the curve and the last value;
 5. soak: ``--soak-runs`` runs through all three stages (an instant kubelet marks each pod Succeeded,
@@ -298,6 +301,90 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.kill()
 
 
+def start_bare_kopf(cluster: Cluster, namespaces: list[str], log: Path) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig), PYTHONPATH=str(ROOT))
+    args = [a for ns in namespaces for a in ("--namespace", ns)]
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "kopf",
+                "run",
+                "--standalone",
+                *args,
+                str(ROOT / "tests/bench/bare_kopf.py"),
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+
+
+def settled(api: KubeApi, namespace: str, jobs: int, timeout: float = 300) -> None:
+    """Wait until the Job controller has made every Job's pod: the next measure starts on a quiet cluster."""
+    wait(
+        "the Job controller to catch up",
+        lambda: len(api.get(PODS.format(ns=namespace) + "?limit=0")["items"]) >= jobs,
+        timeout,
+    )
+    time.sleep(2)
+
+
+def burst_rate(cluster: Cluster, ns: str, n: int) -> float | None:
+    """``n`` runs created at once -> runs per minute until every one has its first Job; None if not all."""
+    watch = JobWatch(cluster.api, ns)
+    t0 = time.monotonic()
+    create_all(cluster, ns, [f"b{i:05d}" for i in range(n)])
+    try:
+        end = wait("burst", lambda: watch.count() >= n, 900)
+    except TimeoutError:
+        console.print(f"burst: only {watch.count()} of {n} Jobs", highlight=False)
+        return None
+    finally:
+        watch.close()
+    settled(cluster.api, ns, n)
+    return n / ((end - t0) / 60)
+
+
+def steady_latency(cluster: Cluster, ns: str, rate: float, seconds: float) -> list[float] | None:
+    """``rate`` runs per second for ``seconds`` -> each run's ms from its create call's return to its
+    Job's ADDED event, sorted; None if some run got no Job."""
+    api = cluster.api
+    watch = JobWatch(api, ns)
+    total = int(rate * seconds)
+    sent: dict[str, float] = {}
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(4) as pool:
+        for i in range(total):
+            due = t0 + i / rate
+            time.sleep(max(0.0, due - time.monotonic()))
+            name = f"s{i:05d}"
+
+            def send(n: str = name) -> None:
+                api.create(RUNS.format(ns=ns), run_doc(n))
+                sent[n] = time.monotonic()
+
+            pool.submit(send)
+    try:
+        wait("steady", lambda: watch.count() >= total, 300)
+    except TimeoutError:
+        console.print(f"steady: only {watch.count()} of {total} Jobs", highlight=False)
+        return None
+    finally:
+        watch.close()
+    settled(api, ns, total)
+    return sorted((watch.seen[n] - sent[n]) * 1000 for n in sent)
+
+
+def _latencies(lat: list[float] | None) -> str:
+    if not lat:
+        return "not every run got its Job"
+    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+    return f"p50 {statistics.median(lat):.0f} ms, p99 {p99:.0f} ms, max {lat[-1]:.0f} ms"
+
+
 def main(
     burst: Annotated[int, typer.Option(help="Runs created at once")] = 1000,
     rate: Annotated[float, typer.Option(help="Runs per second in the steady load")] = 15.0,
@@ -328,63 +415,55 @@ def main(
         ref_rate = burst / ((time.monotonic() - t0) / 60)
         rows.append(("reference: API server alone, run + Job creates", f"{ref_rate:,.0f} runs/min", ""))
 
-        # 2. The burst.
-        burst_ns, steady_ns = namespace(api, "bench-burst"), namespace(api, "bench-steady")
+        # 2. The second reference: a bare kopf handler (Job + phase), its burst and steady load.
+        bare_ns, bare_steady_ns = namespace(api, "bench-bare"), namespace(api, "bench-bare-steady")
         log = work / "controller.log"
+        proc = start_bare_kopf(cluster, [bare_ns, bare_steady_ns], work / "bare-kopf.log")
+        time.sleep(10)  # it is up and watching
+        bare_rate = burst_rate(cluster, bare_ns, burst)
+        bare_lat = steady_latency(cluster, bare_steady_ns, rate, steady_seconds)
+        stop(proc)
+        if bare_rate is None or bare_lat is None:
+            ok = False
+        rows.append(
+            (
+                f"reference: a bare kopf handler (Job + phase), burst of {burst:,}",
+                f"{bare_rate or 0:,.0f} runs/min",
+                f"{(bare_rate or 0) / ref_rate:.2f}x the API server alone",
+            )
+        )
+        rows.append(
+            (
+                f"reference: a bare kopf handler, {rate:g} runs/s for {steady_seconds:g} s",
+                _latencies(bare_lat),
+                "",
+            )
+        )
+
+        # 3. The controller: the burst, then the steady load once the cluster is quiet again.
+        burst_ns, steady_ns = namespace(api, "bench-burst"), namespace(api, "bench-steady")
         proc = start_controller(cluster, [burst_ns, steady_ns], log)
         time.sleep(10)  # the controller is up and watching
-        watch = JobWatch(api, burst_ns)
-        t0 = time.monotonic()
-        create_all(cluster, burst_ns, [f"b{i:05d}" for i in range(burst)])
-        created = time.monotonic()
-        try:
-            end = wait("burst", lambda: watch.count() >= burst, 900)
-            burst_rate = burst / ((end - t0) / 60)
-            rows.append(
-                (
-                    f"burst: {burst:,} runs at once -> first stage Job",
-                    f"{burst_rate:,.0f} runs/min",
-                    f"{burst_rate / ref_rate:.2f}x the reference; creates took {created - t0:.1f} s",
-                )
-            )
-        except TimeoutError:
-            ok = False
-            rows.append(("burst", f"only {watch.count()} of {burst} Jobs", ""))
-        watch.close()
-
-        # 3. The steady load.
-        watch = JobWatch(api, steady_ns)
-        total = int(rate * steady_seconds)
-        sent: dict[str, float] = {}
-        t0 = time.monotonic()
-        with ThreadPoolExecutor(4) as pool:
-            for i in range(total):
-                due = t0 + i / rate
-                time.sleep(max(0.0, due - time.monotonic()))
-                name = f"s{i:05d}"
-
-                def send(n: str = name) -> None:
-                    api.create(RUNS.format(ns=steady_ns), run_doc(n))
-                    sent[n] = time.monotonic()
-
-                pool.submit(send)
-        try:
-            wait("steady", lambda: watch.count() >= total, 300)
-            lat = sorted((watch.seen[n] - sent[n]) * 1000 for n in sent)
-            p50 = statistics.median(lat)
-            p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
-            rows.append(
-                (
-                    f"steady: {rate:g} runs/s for {steady_seconds:g} s -> first stage Job",
-                    f"p50 {p50:.0f} ms, p99 {p99:.0f} ms",
-                    f"max {lat[-1]:.0f} ms",
-                )
-            )
-        except TimeoutError:
-            ok = False
-            rows.append(("steady", f"only {watch.count()} of {total} Jobs", ""))
-        watch.close()
+        ours = burst_rate(cluster, burst_ns, burst)
+        lat = steady_latency(cluster, steady_ns, rate, steady_seconds)
         stop(proc)
+        if ours is None or lat is None:
+            ok = False
+        rows.append(
+            (
+                f"burst: {burst:,} runs at once -> first stage Job",
+                f"{ours or 0:,.0f} runs/min",
+                f"{(ours or 0) / ref_rate:.2f}x the API server alone,"
+                f" {(ours or 0) / (bare_rate or 1):.2f}x the bare kopf handler",
+            )
+        )
+        rows.append(
+            (
+                f"steady: {rate:g} runs/s for {steady_seconds:g} s -> first stage Job",
+                _latencies(lat),
+                "",
+            )
+        )
 
         # 4. Memory with finished runs.
         mem_ns = namespace(api, "bench-finished")
