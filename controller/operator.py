@@ -103,6 +103,10 @@ def configure(settings: kopf.OperatorSettings, env: dict[str, str] | None = None
     # A stream that goes silent (a dead connection: no FIN, no RST) is dropped by the client soon after.
     settings.watching.client_timeout = ours.watch_timeout_seconds + 5
     settings.watching.connect_timeout = 30
+    # Only stage Jobs and pods are watched, filtered by the API server: a namespace's other workloads
+    # (an IngestionSource's cycles, anything else running there) never reach the controller.
+    settings.watching.label_selectors["batch", "v1", "jobs"] = LABEL_RUN
+    settings.watching.label_selectors["", "v1", "pods"] = LABEL_RUN
     # kopf's own handler logs are not posted as Events: only our transitions are.
     settings.posting.level = logging.ERROR
     settings.peering.name = ours.peering
@@ -417,6 +421,9 @@ def _forget(rt: Runtime, key: str) -> None:
     if was and was != DONE:
         _wake_queue(rt, namespace)
     rt.written.pop(key, None)
+    lock = rt.locks.get(key)
+    if lock is not None and not lock.locked():  # a reconcile holding it drops it on its next forget
+        del rt.locks[key]
     _cancel_timer(rt, key)
     phase = rt.phases.pop(key, None)
     if phase:
@@ -427,7 +434,7 @@ def job_news(job: dict[str, Any], event_type: str | None) -> bool:
     """Whether a stage Job's event can change its run: it ended, failed a pod, or is going away.
 
     Its creation and its pods starting change nothing the planner reads; what a Job's status does not
-    show (a pod that cannot pull its image) the run's resync timer finds.
+    show (a pod that cannot pull its image) the pod watch finds (``pod_stuck``).
     """
     if event_type == "DELETED" or job["metadata"].get("deletionTimestamp"):
         return True
@@ -570,4 +577,7 @@ async def source_loop(rt: Runtime, body: Any, stopped: Any) -> None:
                 kopf.event(kopf.Body(fresh), type="Warning", reason="ListingFailed", message=str(exc))  # type: ignore[arg-type]
             except KubeError as exc:
                 log.warning("IngestionSource %s: %s", body.metadata.name, exc)
-        await stopped.wait(poll)
+        # A plain sleep, which kopf cancels when it stops the daemon. ``await stopped.wait(poll)`` waits in
+        # a task of its own that outlives that cancellation and ends in a TimeoutError, which kopf, exiting,
+        # raises as the operator's own failure.
+        await asyncio.sleep(poll)

@@ -19,11 +19,13 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import duckdb
 import pytest
 import yaml
 
+from controller.manifests import LABEL_RUN
 from tests.controlplane.cluster import ApiError, Cluster
 from tests.e2e.chart_controller import EXAMPLE, Controller, job_names, kc, render_chart, run_phase, wait_for
 
@@ -56,6 +58,22 @@ def audited_requests(audit_log: Path, user: str) -> Counter[tuple[str, str, str,
         resource = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
         seen[(ref.get("apiGroup", ""), resource, event["verb"], ref.get("namespace", ""))] += 1
     return seen
+
+
+def job_and_pod_reads(audit_log: Path, user: str) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(verb, resource, its label selectors) of each of ``user``'s lists and watches of Jobs and pods."""
+    found = []
+    for line in audit_log.read_text(encoding="utf-8").splitlines():
+        event = json.loads(line)
+        ref = event.get("objectRef") or {}
+        if (
+            event["user"]["username"] == user
+            and event["verb"] in ("list", "watch")
+            and ref.get("resource") in ("jobs", "pods")
+        ):
+            query = parse_qs(urlsplit(event["requestURI"]).query)
+            found.append((event["verb"], ref["resource"], tuple(query.get("labelSelector", []))))
+    return found
 
 
 def bound_rules(docs: list[dict[str, Any]], namespace: str, account: str) -> list[tuple[str, dict[str, Any]]]:
@@ -191,9 +209,8 @@ def test_every_verb_the_controller_uses_is_granted_and_every_verb_granted_is_use
     assert status()["files"]["runsCreated"] == 1
     docs = render_chart(control_plane, system_namespace, kube_namespace)
     rules = bound_rules(docs, system_namespace, controller.account)
-    used = audited_requests(
-        control_plane.audit_log, f"system:serviceaccount:{system_namespace}:{controller.account}"
-    )
+    user = f"system:serviceaccount:{system_namespace}:{controller.account}"
+    used = audited_requests(control_plane.audit_log, user)
     derived = table(used, rules)
     refused = [
         key
@@ -216,6 +233,11 @@ def test_every_verb_the_controller_uses_is_granted_and_every_verb_granted_is_use
         f"granted by the chart but never used (remove, or allow-list with a reason): {idle}\n{derived}"
     )
     assert controller.forbidden() == []
+    # Jobs and pods are read filtered by the API server: another workload of the namespace (here the
+    # source's cycle Jobs and their pods) never reaches the controller's watches.
+    reads = job_and_pod_reads(control_plane.audit_log, user)
+    assert [r for r in reads if not r[2]] == []
+    assert {("watch", "jobs", (LABEL_RUN,)), ("watch", "pods", (LABEL_RUN,))} <= set(reads)
 
 
 def test_a_run_author_cannot_declare_an_ingestion_source_and_a_namespace_admin_can(

@@ -6,6 +6,7 @@ The real API server is exercised by the e2e tests; here the answers a test canno
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,7 +17,8 @@ from aiohttp import web
 from lightkube.config.client_adapter import BearerTokenFileAuth
 
 from controller.kube import Credentials, Kube, KubeError
-from controller.operator import Written, _is_at_least, _nothing_new, digest
+from controller.operator import Runtime, Written, _is_at_least, _nothing_new, digest, forget
+from controller.settings import settings_from_env
 from tests.controlplane.cluster import free_port
 
 pytestmark = pytest.mark.unit
@@ -162,3 +164,26 @@ def test_an_event_showing_our_last_write_or_a_metadata_edit_brings_nothing_new()
     assert not _nothing_new({**body, "metadata": {**body["metadata"], "deletionTimestamp": "t"}}, last)
     older = {**body, "status": {"phase": "Pending"}}
     assert not _nothing_new(older, last) and not _is_at_least(older, last)  # stale: planned from a GET
+
+
+async def test_a_deleted_run_leaves_nothing_in_the_controller() -> None:
+    """Every per-run record goes with the run: its lock, last write, timer, phase and admission entry."""
+    rt = Runtime(settings_from_env({}), Kube("https://127.0.0.1:1", None, Credentials(None, "")))
+    for name in ("gone", "busy"):
+        key = f"ns/{name}"
+        async with rt.locks[key]:
+            pass
+        rt.written[key] = Written("1", 0, 1)
+        rt.timers[key] = asyncio.get_running_loop().call_later(3600, lambda: None)
+        rt.phases[key] = "Running"
+        rt.admission.observe({"metadata": {"namespace": "ns", "name": name, "creationTimestamp": "t"}})
+    await rt.locks["ns/busy"].acquire()  # a reconcile of it is under way
+
+    forget(rt, "ns", "gone")
+    forget(rt, "ns", "busy")
+
+    assert set(rt.locks) == {"ns/busy"}  # its reconcile still holds it: dropped on a later forget
+    assert not rt.written and not rt.timers and not rt.phases and not rt.admission.runs["ns"]
+    rt.locks["ns/busy"].release()
+    forget(rt, "ns", "busy")
+    assert not rt.locks
