@@ -81,6 +81,19 @@ async def list_runs(k: kmock.KubernetesEmulator) -> list[dict[str, Any]]:
     return [r for r in (data or {}).get("items", []) if r.get("metadata")]
 
 
+async def post_run(
+    k: kmock.KubernetesEmulator, name: str, spec: dict[str, Any], created: str | None = None
+) -> None:
+    """A PipelineRun in namespace default, as the API server would store it (uid ``uid-NAME``, version 1)."""
+    metadata = {"name": name, "namespace": "default", "uid": f"uid-{name}", "resourceVersion": "1"}
+    if created is not None:
+        metadata["creationTimestamp"] = created
+    await k.post(
+        RUNS,
+        json={"apiVersion": "dataops.io/v1alpha1", "kind": "PipelineRun", "metadata": metadata, "spec": spec},
+    )
+
+
 async def finish_job(k: kmock.KubernetesEmulator, name: str, exit_code: int, result: dict[str, Any]) -> None:
     """What the Job controller and the kubelet would write when the stage's process ends."""
     pod = {

@@ -19,7 +19,7 @@ from controller.dataflow import DataflowClient, DataflowJob
 from controller.settings import DataflowSettings, Settings
 from tests.doubles.dataflow_api import DataflowDouble, dataflow_double
 from tests.doubles.stage_runs import BDS, SPEC, TDS, seed_raw_table, table_rows
-from tests.kmock_cluster import JOBS, RUNS, finish_job, get_json, operator, wait_for
+from tests.kmock_cluster import JOBS, RUNS, finish_job, get_json, operator, post_run, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -50,18 +50,6 @@ async def dataflow_cluster(
     }.items():
         monkeypatch.setenv(name, value)
     yield cluster
-
-
-async def create_run(k: kmock.KubernetesEmulator, name: str, spec: dict[str, Any] | None = None) -> None:
-    await k.post(
-        RUNS,
-        json={
-            "apiVersion": "dataops.io/v1alpha1",
-            "kind": "PipelineRun",
-            "metadata": {"name": name, "namespace": "default", "uid": f"uid-{name}", "resourceVersion": "1"},
-            "spec": spec or SPEC,
-        },
-    )
 
 
 async def load_by_hand(k: kmock.KubernetesEmulator, name: str) -> None:
@@ -104,7 +92,7 @@ def warning_saying(k: kmock.KubernetesEmulator, text: str) -> Any:
 async def test_beam_stages_run_as_dataflow_jobs_until_the_run_succeeds(
     dataflow_cluster: kmock.KubernetesEmulator, double: DataflowDouble, tmp_path: Path
 ) -> None:
-    await create_run(dataflow_cluster, "shop")
+    await post_run(dataflow_cluster, "shop", SPEC)
     async with operator() as runner:
         await load_by_hand(dataflow_cluster, "shop")
         run = await wait_for(phase_is(dataflow_cluster, "shop", "Succeeded"), timeout=300)
@@ -139,7 +127,7 @@ async def test_cancelling_a_run_cancels_its_dataflow_job(
     dataflow_cluster: kmock.KubernetesEmulator, double: DataflowDouble
 ) -> None:
     double.hold()
-    await create_run(dataflow_cluster, "stopme")
+    await post_run(dataflow_cluster, "stopme", SPEC)
     async with operator() as runner:
         await load_by_hand(dataflow_cluster, "stopme")
         await wait_for(launched(double, "default-stopme-transform-1"))
@@ -160,7 +148,7 @@ async def test_a_failed_dataflow_job_fails_the_run_with_its_error_in_status_and_
     dataflow_cluster: kmock.KubernetesEmulator, double: DataflowDouble
 ) -> None:
     double.hold()
-    await create_run(dataflow_cluster, "broken")
+    await post_run(dataflow_cluster, "broken", SPEC)
     async with operator():
         await load_by_hand(dataflow_cluster, "broken")
         await wait_for(launched(double, "default-broken-transform-1"))
@@ -177,7 +165,7 @@ async def test_a_launch_refused_for_a_missing_role_fails_the_run_naming_the_role
     dataflow_cluster: kmock.KubernetesEmulator, double: DataflowDouble
 ) -> None:
     double.deny("dataflow.jobs.create")
-    await create_run(dataflow_cluster, "denied")
+    await post_run(dataflow_cluster, "denied", SPEC)
     async with operator():
         await load_by_hand(dataflow_cluster, "denied")
         run = await wait_for(phase_is(dataflow_cluster, "denied", "Failed"))
@@ -190,7 +178,7 @@ async def test_deleting_a_run_cancels_its_running_dataflow_job_before_it_goes(
     dataflow_cluster: kmock.KubernetesEmulator, double: DataflowDouble
 ) -> None:
     double.hold()
-    await create_run(dataflow_cluster, "gone")
+    await post_run(dataflow_cluster, "gone", SPEC)
     async with operator() as runner:
         await load_by_hand(dataflow_cluster, "gone")
         await wait_for(launched(double, "default-gone-transform-1"))
@@ -209,7 +197,7 @@ async def test_a_restarted_controller_follows_the_job_it_launched_without_a_seco
     dataflow_cluster: kmock.KubernetesEmulator, double: DataflowDouble
 ) -> None:
     double.hold()
-    await create_run(dataflow_cluster, "steady")
+    await post_run(dataflow_cluster, "steady", SPEC)
     async with operator():
         await load_by_hand(dataflow_cluster, "steady")
         await wait_for(launched(double, "default-steady-transform-1"))
@@ -242,7 +230,7 @@ async def test_a_launch_whose_record_was_lost_reattaches_to_the_active_job_of_it
     await client.close()
     assert isinstance(earlier, DataflowJob)
     # What a controller that launched the job but died before writing the status leaves behind.
-    await create_run(dataflow_cluster, "lost")
+    await post_run(dataflow_cluster, "lost", SPEC)
     async with operator():
         await load_by_hand(dataflow_cluster, "lost")
         await wait_for(phase_is(dataflow_cluster, "lost", "Transforming"))
@@ -258,7 +246,7 @@ async def test_a_dataflow_stage_over_its_timeout_has_its_job_cancelled(
     dataflow_cluster: kmock.KubernetesEmulator, double: DataflowDouble
 ) -> None:
     double.hold()
-    await create_run(dataflow_cluster, "slow", {**SPEC, "timeouts": {"stageSeconds": 8}})
+    await post_run(dataflow_cluster, "slow", {**SPEC, "timeouts": {"stageSeconds": 8}})
     async with operator():
         await load_by_hand(dataflow_cluster, "slow")
         await wait_for(launched(double, "default-slow-transform-1"))

@@ -15,7 +15,17 @@ from typing import Any
 import kmock
 import pytest
 
-from tests.kmock_cluster import JOBS, PODS, RUNS, finish_job, get_json, list_runs, operator, wait_for
+from tests.kmock_cluster import (
+    JOBS,
+    PODS,
+    RUNS,
+    finish_job,
+    get_json,
+    list_runs,
+    operator,
+    post_run,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -28,15 +38,7 @@ SPEC: dict[str, Any] = {
 
 
 async def test_a_run_goes_through_its_stages_one_job_each(cluster: kmock.KubernetesEmulator) -> None:
-    await cluster.post(
-        RUNS,
-        json={
-            "apiVersion": "dataops.io/v1alpha1",
-            "kind": "PipelineRun",
-            "metadata": {"name": "demo", "namespace": "default", "uid": "u1", "resourceVersion": "1"},
-            "spec": SPEC,
-        },
-    )
+    await post_run(cluster, "demo", SPEC)
     async with operator() as runner:
         job = await wait_for(lambda: get_json(cluster, f"{JOBS}/demo-validate-1"))
         assert job["spec"]["template"]["spec"]["containers"][0]["args"][0] == "validate"
@@ -64,15 +66,7 @@ async def test_a_pod_that_cannot_pull_its_image_fails_its_attempt_when_the_grace
 ) -> None:
     monkeypatch.setenv("DATAOPS_IMAGE_PULL_GRACE_SECONDS", "3")
     monkeypatch.setenv("DATAOPS_RESYNC_SECONDS", "3600")  # only the pod's event and the grace's end act
-    await cluster.post(
-        RUNS,
-        json={
-            "apiVersion": "dataops.io/v1alpha1",
-            "kind": "PipelineRun",
-            "metadata": {"name": "pull", "namespace": "default", "uid": "u9", "resourceVersion": "1"},
-            "spec": SPEC,
-        },
-    )
+    await post_run(cluster, "pull", SPEC)
     async with operator() as runner:
         job = await wait_for(lambda: get_json(cluster, f"{JOBS}/pull-validate-1"))
         # What the Job controller and the kubelet write for a pod whose image cannot be pulled.
@@ -106,15 +100,7 @@ async def test_a_pod_that_cannot_pull_its_image_fails_its_attempt_when_the_grace
 
 
 async def test_bad_input_fails_the_run_without_a_second_attempt(cluster: kmock.KubernetesEmulator) -> None:
-    await cluster.post(
-        RUNS,
-        json={
-            "apiVersion": "dataops.io/v1alpha1",
-            "kind": "PipelineRun",
-            "metadata": {"name": "bad", "namespace": "default", "uid": "u2", "resourceVersion": "1"},
-            "spec": SPEC,
-        },
-    )
+    await post_run(cluster, "bad", SPEC)
     async with operator():
         await wait_for(lambda: get_json(cluster, f"{JOBS}/bad-validate-1"))
         await finish_job(
@@ -131,15 +117,7 @@ async def test_bad_input_fails_the_run_without_a_second_attempt(cluster: kmock.K
 
 
 async def test_an_application_failure_is_retried_with_a_new_job(cluster: kmock.KubernetesEmulator) -> None:
-    await cluster.post(
-        RUNS,
-        json={
-            "apiVersion": "dataops.io/v1alpha1",
-            "kind": "PipelineRun",
-            "metadata": {"name": "flaky", "namespace": "default", "uid": "u3", "resourceVersion": "1"},
-            "spec": SPEC,
-        },
-    )
+    await post_run(cluster, "flaky", SPEC)
     async with operator():
         await wait_for(lambda: get_json(cluster, f"{JOBS}/flaky-validate-1"))
         await finish_job(
@@ -151,15 +129,7 @@ async def test_an_application_failure_is_retried_with_a_new_job(cluster: kmock.K
 
 async def test_an_invalid_spec_fails_with_the_problem_named(cluster: kmock.KubernetesEmulator) -> None:
     spec = {**SPEC, "transform": {"dedupe": {"key": ["nope"], "orderBy": "id"}, "output": {"table": "tds.x"}}}
-    await cluster.post(
-        RUNS,
-        json={
-            "apiVersion": "dataops.io/v1alpha1",
-            "kind": "PipelineRun",
-            "metadata": {"name": "wrong", "namespace": "default", "uid": "u4", "resourceVersion": "1"},
-            "spec": spec,
-        },
-    )
+    await post_run(cluster, "wrong", spec)
     async with operator():
 
         async def failed() -> dict[str, Any] | None:
@@ -227,26 +197,6 @@ async def test_a_source_owns_a_forbid_cronjob_and_runs_each_new_file_once(
     async with operator():
         await asyncio.sleep(3)
     assert sorted(r["metadata"]["name"] for r in await list_runs(cluster)) == names
-
-
-async def post_run(
-    k: kmock.KubernetesEmulator, name: str, spec: dict[str, Any], created: str = "2026-01-01T00:00:00Z"
-) -> None:
-    await k.post(
-        RUNS,
-        json={
-            "apiVersion": "dataops.io/v1alpha1",
-            "kind": "PipelineRun",
-            "metadata": {
-                "name": name,
-                "namespace": "default",
-                "uid": f"uid-{name}",
-                "resourceVersion": "1",
-                "creationTimestamp": created,
-            },
-            "spec": spec,
-        },
-    )
 
 
 async def wait_status(k: kmock.KubernetesEmulator, name: str, **want: Any) -> dict[str, Any]:
