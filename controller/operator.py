@@ -107,6 +107,12 @@ def configure(settings: kopf.OperatorSettings, env: dict[str, str] | None = None
     # (an IngestionSource's cycles, anything else running there) never reach the controller.
     settings.watching.label_selectors["batch", "v1", "jobs"] = LABEL_RUN
     settings.watching.label_selectors["", "v1", "pods"] = LABEL_RUN
+    # A container that cannot start (pod_stuck) keeps its pod Pending: the kubelet's updates of running
+    # and finished pods, most of a pod's events, stay on the API server.
+    settings.watching.field_selectors["", "v1", "pods"] = "status.phase=Pending"
+    # kopf keeps one worker per object for 5 s after its last event (settings.batching.idle_timeout), and
+    # its worker_limit caps the workers per watched resource and namespace: a limit of 200 held a burst of
+    # new runs to 200 per 5 s, whatever the CPU. No limit (kopf's default): a worker is a task and a queue.
     # kopf's own handler logs are not posted as Events: only our transitions are.
     settings.posting.level = logging.ERROR
     settings.peering.name = ours.peering
@@ -114,7 +120,6 @@ def configure(settings: kopf.OperatorSettings, env: dict[str, str] | None = None
     # Replicas of equal priority all pause each other: each pod gets its own, so one leads and the
     # others stand by until its keep-alive lapses.
     settings.peering.priority = random.randint(1, 32767)
-    settings.batching.worker_limit = 200
     # 429 and 5xx from the API server: kopf backs off (and honours Retry-After) with these delays.
     settings.networking.error_backoffs = [1, 2, 5, 10, 30]
     settings.networking.request_timeout = 60

@@ -166,6 +166,62 @@ def test_runs_deleted_while_the_controller_is_down_or_with_timers_pending_leave_
     assert errors == [], errors[:5]
 
 
+def test_a_pod_that_cannot_pull_its_image_fails_its_attempt_through_the_pod_watch_alone(
+    control_plane: Cluster,
+    chart_controller: tuple[Controller, Path],
+    node_agent: NodeAgent,
+    kube_namespace: str,
+) -> None:
+    """The controller's pod watch, filtered by the API server (stage pods still Pending), on a real one:
+    a pod whose image cannot be pulled fails its attempt once the grace ends, with no resync to find it."""
+    controller, _ = chart_controller
+    controller.stop()
+    controller.env.update(DATAOPS_RESYNC_SECONDS="3600", DATAOPS_IMAGE_PULL_GRACE_SECONDS="3")
+    controller.start()
+    node_agent.stop()  # no kubelet: the test writes the pod's status as one that cannot pull would
+    try:
+        kc(control_plane, "apply", "-n", kube_namespace, "-f", "-", stdin=_slow_run("pull"))
+        pod = wait_for(
+            control_plane,
+            "the first stage's pod",
+            lambda: next(iter(_pods(control_plane, kube_namespace, "job-name=pull-validate-1")), None),
+            120,
+        )
+        name = pod["metadata"]["name"]
+        image = pod["spec"]["containers"][0]["image"]
+        waiting = {"reason": "ErrImagePull", "message": f'failed to pull image "{image}": not found'}
+        control_plane.api.merge_patch(
+            f"/api/v1/namespaces/{kube_namespace}/pods/{name}/status",
+            {
+                "status": {
+                    "phase": "Pending",
+                    "containerStatuses": [
+                        {
+                            "name": pod["spec"]["containers"][0]["name"],
+                            "image": image,
+                            "imageID": "",
+                            "ready": False,
+                            "restartCount": 0,
+                            "state": {"waiting": waiting},
+                        }
+                    ],
+                }
+            },
+        )
+
+        def second_attempt() -> dict[str, Any] | None:
+            stages = ((get_run(control_plane, kube_namespace, "pull") or {}).get("status") or {}).get(
+                "stages"
+            )
+            return stages[0] if stages and stages[0].get("attempt") == 2 else None
+
+        validate = wait_for(control_plane, "the second attempt", second_attempt, 120)
+    finally:
+        node_agent.start()
+    assert (validate["infraFailures"], validate["appFailures"], validate["job"]) == (1, 0, "pull-validate-2")
+    assert controller.forbidden() == []
+
+
 WATCH_TIMEOUT = 20
 
 

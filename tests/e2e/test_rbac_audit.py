@@ -61,7 +61,7 @@ def audited_requests(audit_log: Path, user: str) -> Counter[tuple[str, str, str,
 
 
 def job_and_pod_reads(audit_log: Path, user: str) -> list[tuple[str, str, tuple[str, ...]]]:
-    """(verb, resource, its label selectors) of each of ``user``'s lists and watches of Jobs and pods."""
+    """(verb, resource, its label then field selectors) of each of ``user``'s lists and watches of Jobs and pods."""
     found = []
     for line in audit_log.read_text(encoding="utf-8").splitlines():
         event = json.loads(line)
@@ -72,7 +72,8 @@ def job_and_pod_reads(audit_log: Path, user: str) -> list[tuple[str, str, tuple[
             and ref.get("resource") in ("jobs", "pods")
         ):
             query = parse_qs(urlsplit(event["requestURI"]).query)
-            found.append((event["verb"], ref["resource"], tuple(query.get("labelSelector", []))))
+            selectors = query.get("labelSelector", []) + query.get("fieldSelector", [])
+            found.append((event["verb"], ref["resource"], tuple(selectors)))
     return found
 
 
@@ -234,10 +235,12 @@ def test_every_verb_the_controller_uses_is_granted_and_every_verb_granted_is_use
     )
     assert controller.forbidden() == []
     # Jobs and pods are read filtered by the API server: another workload of the namespace (here the
-    # source's cycle Jobs and their pods) never reaches the controller's watches.
+    # source's cycle Jobs and their pods) never reaches the controller's watches, nor do pods once running.
     reads = job_and_pod_reads(control_plane.audit_log, user)
     assert [r for r in reads if not r[2]] == []
-    assert {("watch", "jobs", (LABEL_RUN,)), ("watch", "pods", (LABEL_RUN,))} <= set(reads)
+    assert {("watch", "jobs", (LABEL_RUN,)), ("watch", "pods", (LABEL_RUN, "status.phase=Pending"))} <= set(
+        reads
+    )
 
 
 def test_a_run_author_cannot_declare_an_ingestion_source_and_a_namespace_admin_can(
