@@ -192,12 +192,12 @@ def namespace(api: KubeApi, name: str) -> str:
     return name
 
 
-def wait(what: str, probe: Callable[[], bool], timeout: float) -> float:
+def wait(what: str, probe: Callable[[], bool], timeout: float, every: float = 0.05) -> float:
     start = time.monotonic()
     while not probe():
         if time.monotonic() - start > timeout:
             raise TimeoutError(what)
-        time.sleep(0.05)
+        time.sleep(every)
     return time.monotonic()
 
 
@@ -328,6 +328,7 @@ def settled(api: KubeApi, namespace: str, jobs: int, timeout: float = 300) -> No
         "the Job controller to catch up",
         lambda: len(api.get(PODS.format(ns=namespace) + "?limit=0")["items"]) >= jobs,
         timeout,
+        every=1.0,  # a listing of every pod: not a load to add while the Job controller catches up
     )
     time.sleep(2)
 
@@ -378,6 +379,26 @@ def steady_latency(cluster: Cluster, ns: str, rate: float, seconds: float) -> li
     return sorted((watch.seen[n] - sent[n]) * 1000 for n in sent)
 
 
+def measure(
+    cluster: Cluster,
+    label: str,
+    start: Callable[[list[str]], subprocess.Popen[bytes]],
+    burst: int,
+    rate: float,
+    seconds: float,
+) -> tuple[float | None, list[float] | None]:
+    """One process under test (``start`` given its namespaces): its burst rate, then its steady latencies,
+    each in a namespace of its own."""
+    burst_ns = namespace(cluster.api, f"bench-{label}-burst")
+    steady_ns = namespace(cluster.api, f"bench-{label}-steady")
+    proc = start([burst_ns, steady_ns])
+    time.sleep(10)  # it is up and watching
+    try:
+        return burst_rate(cluster, burst_ns, burst), steady_latency(cluster, steady_ns, rate, seconds)
+    finally:
+        stop(proc)
+
+
 def _latencies(lat: list[float] | None) -> str:
     if not lat:
         return "not every run got its Job"
@@ -416,15 +437,15 @@ def main(
         rows.append(("reference: API server alone, run + Job creates", f"{ref_rate:,.0f} runs/min", ""))
 
         # 2. The second reference: a bare kopf handler (Job + phase), its burst and steady load.
-        bare_ns, bare_steady_ns = namespace(api, "bench-bare"), namespace(api, "bench-bare-steady")
-        log = work / "controller.log"
-        proc = start_bare_kopf(cluster, [bare_ns, bare_steady_ns], work / "bare-kopf.log")
-        time.sleep(10)  # it is up and watching
-        bare_rate = burst_rate(cluster, bare_ns, burst)
-        bare_lat = steady_latency(cluster, bare_steady_ns, rate, steady_seconds)
-        stop(proc)
-        if bare_rate is None or bare_lat is None:
-            ok = False
+        bare_rate, bare_lat = measure(
+            cluster,
+            "bare",
+            lambda namespaces: start_bare_kopf(cluster, namespaces, work / "bare-kopf.log"),
+            burst,
+            rate,
+            steady_seconds,
+        )
+        ok = ok and bare_rate is not None and bare_lat is not None
         rows.append(
             (
                 f"reference: a bare kopf handler (Job + phase), burst of {burst:,}",
@@ -441,14 +462,16 @@ def main(
         )
 
         # 3. The controller: the burst, then the steady load once the cluster is quiet again.
-        burst_ns, steady_ns = namespace(api, "bench-burst"), namespace(api, "bench-steady")
-        proc = start_controller(cluster, [burst_ns, steady_ns], log)
-        time.sleep(10)  # the controller is up and watching
-        ours = burst_rate(cluster, burst_ns, burst)
-        lat = steady_latency(cluster, steady_ns, rate, steady_seconds)
-        stop(proc)
-        if ours is None or lat is None:
-            ok = False
+        log = work / "controller.log"
+        ours, lat = measure(
+            cluster,
+            "ours",
+            lambda namespaces: start_controller(cluster, namespaces, log),
+            burst,
+            rate,
+            steady_seconds,
+        )
+        ok = ok and ours is not None and lat is not None
         rows.append(
             (
                 f"burst: {burst:,} runs at once -> first stage Job",
