@@ -6,12 +6,12 @@ Handlers (``controller/handlers.py``) are one call each into this module.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import random
-from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -59,13 +59,41 @@ class Written:
     generation: int
 
 
+class RunLocks:
+    """One lock per run, held by whichever reconcile of it is under way; kept only while a reconcile holds
+    or awaits it, so that runs come and go without their locks staying behind."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}  # run key -> its lock, holders and waiters
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            users = self._locks[key][1] - 1
+            if users:
+                self._locks[key] = (lock, users)
+            else:
+                del self._locks[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._locks)
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
 @dataclass
 class Runtime:
     settings: Settings
     kube: Kube
     dataflow: DataflowClient | None = None  # set when the controller has Dataflow settings
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
-    locks: defaultdict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
+    locks: RunLocks = field(default_factory=RunLocks)
     # run key -> what our last write left: an event showing an older status is stale, one showing the
     # same status and generation brings nothing to plan on
     written: dict[str, Written] = field(default_factory=dict)
@@ -154,7 +182,7 @@ def _key(namespace: str, name: str) -> str:
 async def reconcile(rt: Runtime, namespace: str, name: str, body: dict[str, Any] | None) -> None:
     """Reconcile one run, one at a time per run, from a fresh enough view of it."""
     key = _key(namespace, name)
-    async with rt.locks[key]:
+    async with rt.locks.hold(key):
         if rt.closed:
             return
         if body is not None and key in rt.written and _nothing_new(body, rt.written[key]):
@@ -426,9 +454,6 @@ def _forget(rt: Runtime, key: str) -> None:
     if was and was != DONE:
         _wake_queue(rt, namespace)
     rt.written.pop(key, None)
-    lock = rt.locks.get(key)
-    if lock is not None and not lock.locked():  # a reconcile holding it drops it on its next forget
-        del rt.locks[key]
     _cancel_timer(rt, key)
     phase = rt.phases.pop(key, None)
     if phase:

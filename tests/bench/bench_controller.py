@@ -201,28 +201,29 @@ def wait(what: str, probe: Callable[[], bool], timeout: float, every: float = 0.
     return time.monotonic()
 
 
-def start_controller(
-    cluster: Cluster, namespaces: list[str], log: Path, metrics_port: int = 0, **env_extra: str
+def _spawn(
+    cluster: Cluster, argv: list[str], namespaces: list[str], log: Path, **env: str
 ) -> subprocess.Popen[bytes]:
-    env = dict(
-        os.environ,
-        KUBECONFIG=str(cluster.kubeconfig),
-        PYTHONPATH=str(ROOT),
-        DATAOPS_WORKER_IMAGE="worker:bench",
-        DATAOPS_MAX_RUNNING_PER_NAMESPACE="0",
-        **env_extra,
-    )
+    """A Python module run against the cluster (``argv`` after ``python -m``), watching ``namespaces``."""
+    environment = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig), PYTHONPATH=str(ROOT), **env)
     args = [a for ns in namespaces for a in ("--namespace", ns)]
-    args += ["--standalone", "--metrics-port", str(metrics_port)]
-    args += ["--liveness", f"http://127.0.0.1:{free_port()}/healthz"]
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "controller", "controller", *args],
-            env=env,
+            [sys.executable, "-m", *argv, *args],
+            env=environment,
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
         )
+
+
+def start_controller(
+    cluster: Cluster, namespaces: list[str], log: Path, metrics_port: int = 0, **env_extra: str
+) -> subprocess.Popen[bytes]:
+    argv = ["controller", "controller", "--standalone", "--metrics-port", str(metrics_port)]
+    argv += ["--liveness", f"http://127.0.0.1:{free_port()}/healthz"]
+    env = {"DATAOPS_WORKER_IMAGE": "worker:bench", "DATAOPS_MAX_RUNNING_PER_NAMESPACE": "0", **env_extra}
+    return _spawn(cluster, argv, namespaces, log, **env)
 
 
 PODS = "/api/v1/namespaces/{ns}/pods"
@@ -302,24 +303,8 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def start_bare_kopf(cluster: Cluster, namespaces: list[str], log: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig), PYTHONPATH=str(ROOT))
-    args = [a for ns in namespaces for a in ("--namespace", ns)]
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "kopf",
-                "run",
-                "--standalone",
-                *args,
-                str(ROOT / "tests/bench/bare_kopf.py"),
-            ],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
+    argv = ["kopf", "run", "--standalone", str(ROOT / "tests/bench/bare_kopf.py")]
+    return _spawn(cluster, argv, namespaces, log)
 
 
 def settled(api: KubeApi, namespace: str, jobs: int, timeout: float = 300) -> None:

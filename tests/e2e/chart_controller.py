@@ -81,6 +81,12 @@ class Controller:
                 self.kill()
         self.proc = None
 
+    def restart(self, **env: str) -> None:
+        """Stopped, then started again with these environment variables changed."""
+        self.stop()
+        self.env.update(env)
+        self.start()
+
     def forbidden(self) -> list[str]:
         """Lines where the API server refused the controller (403): a verb the chart's RBAC lacks."""
         lines = []

@@ -138,9 +138,7 @@ def test_runs_deleted_while_the_controller_is_down_or_with_timers_pending_leave_
         node_agent.start()
     # A finished run goes by itself when its TTL passes (controller.finishedTTLSeconds), the chart's RBAC
     # allowing the controller to delete it.
-    controller.stop()
-    controller.env["DATAOPS_FINISHED_TTL_SECONDS"] = "3"
-    controller.start()
+    controller.restart(DATAOPS_FINISHED_TTL_SECONDS="3")
     missing = json.loads(_slow_run("brief"))
     missing["spec"]["source"]["uri"] = "/nowhere/missing.csv"
     kc(control_plane, "apply", "-n", kube_namespace, "-f", "-", stdin=json.dumps(missing))
@@ -175,9 +173,7 @@ def test_a_pod_that_cannot_pull_its_image_fails_its_attempt_through_the_pod_watc
     """The controller's pod watch, filtered by the API server (stage pods still Pending), on a real one:
     a pod whose image cannot be pulled fails its attempt once the grace ends, with no resync to find it."""
     controller, _ = chart_controller
-    controller.stop()
-    controller.env.update(DATAOPS_RESYNC_SECONDS="3600", DATAOPS_IMAGE_PULL_GRACE_SECONDS="3")
-    controller.start()
+    controller.restart(DATAOPS_RESYNC_SECONDS="3600", DATAOPS_IMAGE_PULL_GRACE_SECONDS="3")
     node_agent.stop()  # no kubelet: the test writes the pod's status as one that cannot pull would
     try:
         kc(control_plane, "apply", "-n", kube_namespace, "-f", "-", stdin=_slow_run("pull"))
@@ -235,9 +231,7 @@ def test_a_silently_stalled_watch_is_replaced_within_its_timeout(
         config["clusters"][0]["cluster"]["server"] = proxy.url
         proxied = tmp_path / "proxied.kubeconfig"
         proxied.write_text(yaml.safe_dump(config), encoding="utf-8")
-        controller.stop()
-        controller.env.update(KUBECONFIG=str(proxied), DATAOPS_WATCH_TIMEOUT_SECONDS=str(WATCH_TIMEOUT))
-        controller.start()
+        controller.restart(KUBECONFIG=str(proxied), DATAOPS_WATCH_TIMEOUT_SECONDS=str(WATCH_TIMEOUT))
         ns = ["-n", kube_namespace]
         kc(control_plane, "apply", *ns, "-f", "-", stdin=_slow_run("before"))
         wait_for(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -45,15 +45,21 @@ UNUSED_BUT_NEEDED: dict[tuple[str, str, str], str] = {
 Request = tuple[str, str, str]  # (API group, resource[/subresource], verb)
 
 
-def audited_requests(audit_log: Path, user: str) -> Counter[tuple[str, str, str, str]]:
-    """(group, resource[/subresource], verb, namespace) -> count of the requests ``user`` made."""
-    seen: Counter[tuple[str, str, str, str]] = Counter()
+def requests_of(audit_log: Path, user: str) -> Iterator[dict[str, Any]]:
+    """``user``'s requests on API resources in the audit log, each once."""
     ids: set[str] = set()
     for line in audit_log.read_text(encoding="utf-8").splitlines():
         event = json.loads(line)
         if event["user"]["username"] != user or event["auditID"] in ids or "objectRef" not in event:
             continue  # another user, a second stage of one request, or a discovery (non-resource) URL
         ids.add(event["auditID"])
+        yield event
+
+
+def audited_requests(audit_log: Path, user: str) -> Counter[tuple[str, str, str, str]]:
+    """(group, resource[/subresource], verb, namespace) -> count of the requests ``user`` made."""
+    seen: Counter[tuple[str, str, str, str]] = Counter()
+    for event in requests_of(audit_log, user):
         ref = event["objectRef"]
         resource = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
         seen[(ref.get("apiGroup", ""), resource, event["verb"], ref.get("namespace", ""))] += 1
@@ -63,17 +69,12 @@ def audited_requests(audit_log: Path, user: str) -> Counter[tuple[str, str, str,
 def job_and_pod_reads(audit_log: Path, user: str) -> list[tuple[str, str, tuple[str, ...]]]:
     """(verb, resource, its label then field selectors) of each of ``user``'s lists and watches of Jobs and pods."""
     found = []
-    for line in audit_log.read_text(encoding="utf-8").splitlines():
-        event = json.loads(line)
-        ref = event.get("objectRef") or {}
-        if (
-            event["user"]["username"] == user
-            and event["verb"] in ("list", "watch")
-            and ref.get("resource") in ("jobs", "pods")
-        ):
+    for event in requests_of(audit_log, user):
+        resource = event["objectRef"].get("resource")
+        if event["verb"] in ("list", "watch") and resource in ("jobs", "pods"):
             query = parse_qs(urlsplit(event["requestURI"]).query)
             selectors = query.get("labelSelector", []) + query.get("fieldSelector", [])
-            found.append((event["verb"], ref["resource"], tuple(selectors)))
+            found.append((event["verb"], resource, tuple(selectors)))
     return found
 
 

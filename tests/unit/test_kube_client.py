@@ -171,19 +171,30 @@ async def test_a_deleted_run_leaves_nothing_in_the_controller() -> None:
     rt = Runtime(settings_from_env({}), Kube("https://127.0.0.1:1", None, Credentials(None, "")))
     for name in ("gone", "busy"):
         key = f"ns/{name}"
-        async with rt.locks[key]:
+        async with rt.locks.hold(key):
             pass
         rt.written[key] = Written("1", 0, 1)
         rt.timers[key] = asyncio.get_running_loop().call_later(3600, lambda: None)
         rt.phases[key] = "Running"
-        rt.admission.observe({"metadata": {"namespace": "ns", "name": name, "creationTimestamp": "t"}})
-    await rt.locks["ns/busy"].acquire()  # a reconcile of it is under way
+        # finished: forgetting it wakes no queued run (which would reconcile against no API server)
+        meta = {"namespace": "ns", "name": name, "creationTimestamp": "t"}
+        rt.admission.observe({"metadata": meta, "status": {"phase": "Succeeded"}})
+    held, done = asyncio.Event(), asyncio.Event()
+
+    async def reconciling() -> None:  # a reconcile of busy is under way, another one waits for it
+        async with rt.locks.hold("ns/busy"):
+            held.set()
+            await done.wait()
+
+    tasks = [asyncio.create_task(reconciling()), asyncio.create_task(reconciling())]
+    await held.wait()
 
     forget(rt, "ns", "gone")
     forget(rt, "ns", "busy")
 
-    assert set(rt.locks) == {"ns/busy"}  # its reconcile still holds it: dropped on a later forget
+    assert set(rt.locks) == {"ns/busy"}  # its reconciles still hold and await it: dropped after the last
     assert not rt.written and not rt.timers and not rt.phases and not rt.admission.runs["ns"]
-    rt.locks["ns/busy"].release()
+    done.set()
+    await asyncio.gather(*tasks)
     forget(rt, "ns", "busy")
     assert not rt.locks
